@@ -1,0 +1,132 @@
+"""Training-step throughput per preset: data from the actor pool vs. tensors in memory.
+
+Both measurements run in the same process, one after the other, on the same model and
+the same stars, so the ratio is meaningful on a noisy shared machine. Prints a table and
+writes JSON to benchmarks/results/train_throughput.json.
+
+    python benchmarks/train_throughput.py                      # tiny on CPU
+    python benchmarks/train_throughput.py --presets compact optimal large --device cuda \
+        --batch-size 256 --generators 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def step_fn(model, optimizer, cfg, device, use_bf16):
+    """One optimizer step on a numpy batch; returns the loss tensor (no host sync)."""
+    from starray.model.inference import to_tensors
+    from starray.train.loop import compute_loss
+
+    def step(batch):
+        x = to_tensors(batch, device, non_blocking=True) if isinstance(batch["lc"], np.ndarray) \
+            else batch
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
+            loss, _ = compute_loss(out, x, cfg.train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+    return step
+
+
+def measure(preset: str, args: argparse.Namespace) -> dict:
+    """Samples/s of the same steps fed by the pool and from memory."""
+    import ray
+
+    from starray.config import load_config, resolved_model
+    from starray.model.hybrid import build_model
+    from starray.model.inference import to_tensors
+    from starray.train.data_pool import BatchStream, DataPool, DataSpec
+    from starray.train.loop import build_optimizer
+
+    cfg = load_config(None, [f"model.preset={preset}", f"data.batch_size={args.batch_size}",
+                             f"data.stars_per_epoch={args.batch_size * args.steps}"])
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(resolved_model(cfg.model)).to(device)
+    if args.compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda")
+    step = step_fn(model, optimizer, cfg, device, device.type == "cuda")
+    pool = DataPool.create(DataSpec.from_config(cfg), args.generators, args.generator_cpus)
+    stream = BatchStream(pool, 0, 1, prefetch=args.prefetch, batch_size=args.batch_size,
+                         stars_per_epoch=args.batch_size * args.steps)
+    # warm-up (and compile) on epoch 0, which also fills the pool's cache for that epoch
+    batches = list(stream.epoch(0))
+    for b in batches[: args.warmup]:
+        step(b)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    # streamed: epoch 1 (fresh stars, generated while training)
+    t0 = time.perf_counter()
+    n = 0
+    for b in stream.epoch(1):
+        step(b)
+        n += len(b["label"])
+    sync()
+    streamed = n / (time.perf_counter() - t0)
+    # in memory: the epoch-0 batches as tensors already on the device
+    mem = [to_tensors(b, device) for b in batches]
+    sync()
+    t0 = time.perf_counter()
+    for b in mem:
+        step(b)
+    sync()
+    in_memory = len(mem) * args.batch_size / (time.perf_counter() - t0)
+    pool.shutdown()
+    ray.shutdown()
+    return {"preset": preset, "device": args.device, "batch_size": args.batch_size,
+            "steps": args.steps, "generators": args.generators,
+            "in_memory_samples_per_s": round(in_memory, 1),
+            "streamed_samples_per_s": round(streamed, 1),
+            "streamed_over_memory": round(streamed / in_memory, 3)}
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    import ray
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["tiny"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--generators", type=int, default=2)
+    p.add_argument("--generator-cpus", type=float, default=0.5)
+    p.add_argument("--prefetch", type=int, default=6)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    rows = []
+    for preset in args.presets:
+        ray.init(num_cpus=max(os.cpu_count() or 2, args.generators), include_dashboard=False,
+                 log_to_driver=False)
+        print(f"[bench] {preset}: {args.steps} steps of {args.batch_size} on {args.device}",
+              flush=True)
+        rows.append(measure(preset, args))
+    print(f"\n{'preset':10s} {'device':6s} {'in-memory/s':>12s} {'streamed/s':>11s} {'ratio':>6s}")
+    for r in rows:
+        print(f"{r['preset']:10s} {r['device']:6s} {r['in_memory_samples_per_s']:12.1f} "
+              f"{r['streamed_samples_per_s']:11.1f} {r['streamed_over_memory']:6.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,532 @@
+"""Evaluate a checkpoint on a fixed, seeded benchmark of synthetic stars.
+
+The benchmark is the same every time: ``per_class`` stars of each of the 14 classes,
+drawn by :func:`starray.data.dataset.make_batch` in chunks of 256 from the constant
+seed space (``seed``, ``BENCH_EPOCH``, chunk index) with the DESIGN-default sampling, so
+accuracies of different checkpoints are comparable. Outputs in ``out_dir``:
+``report.md``, ``metrics.json``, ``confusion.png``, ``periods.png``, ``recall.png``.
+
+Metric computations are small pure functions (:func:`confusion_matrix`,
+:func:`precision_recall_f1`, :func:`period_quality`, :func:`candidate_quality`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from starray.data.dataset import Batch, concat, make_batch
+from starray.data.features import denormalize_period
+from starray.data.synth import CLASS_NAMES, N_CLASSES, SynthSpec
+from starray.model.hybrid import count_parameters
+from starray.model.inference import INPUT_KEYS, predict_arrays
+
+BENCH_EPOCH = -2  # own seed space: make_batch seeds with epoch + 2 (train >= 2, val 1)
+CHUNK = 256  # stars per make_batch call; part of the benchmark's definition
+TOLERANCES = (0.01, 0.05)
+
+Progress = Callable[[str], None]
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot proceed or found a broken model (e.g. NaN/Inf outputs)."""
+
+
+# ----------------------------------------------------------------------------- metrics
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name}: labels must be in 0..{n_classes - 1}")
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(
+        n_classes, n_classes)
+
+
+def precision_recall_f1(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix.
+
+    A class never predicted has precision 0; a class with no true stars has recall 0
+    (and support 0, so macro averages should weight by support or skip it).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    pred_n = cm.sum(axis=0)
+    true_n = cm.sum(axis=1)
+    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "support": true_n.astype(np.int64)}
+
+
+def relative_error(true_days: np.ndarray, pred_days: np.ndarray) -> np.ndarray:
+    """|pred - true| / true (NaN where either is missing)."""
+    true_days = np.asarray(true_days, dtype=np.float64)
+    pred_days = np.asarray(pred_days, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(pred_days - true_days) / true_days
+
+
+def period_quality(true_days: np.ndarray, pred_days: np.ndarray,
+                   tolerances: tuple[float, ...] = TOLERANCES) -> dict[str, float]:
+    """Fractions of stars with a true period whose prediction is within each tolerance.
+
+    Stars whose true period is NaN (no such period) are left out; a NaN prediction for a
+    star with a period counts as a miss. Returns ``n``, ``within_1pct``, ``within_5pct``
+    (for the default tolerances) and ``median_rel_err`` (NaN when ``n`` is 0).
+    """
+    true_days = np.asarray(true_days, dtype=np.float64)
+    has = np.isfinite(true_days) & (true_days > 0)
+    rel = relative_error(true_days[has], np.asarray(pred_days, dtype=np.float64)[has])
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    n = int(has.sum())
+    out: dict[str, float] = {"n": n}
+    for tol in tolerances:
+        out[f"within_{tol * 100:g}pct"] = float((rel <= tol).mean()) if n else float("nan")
+    out["median_rel_err"] = float(np.median(rel)) if n else float("nan")
+    return out
+
+
+def candidate_quality(true_days: np.ndarray, cand_days: np.ndarray, chosen_index: np.ndarray,
+                      tol: float = 0.01) -> dict[str, float]:
+    """How often the top-weighted candidate, and any candidate, is within ``tol`` of the truth.
+
+    ``chosen_given_any`` is the attention's hit rate where the periodogram offered the
+    right period at all (NaN if it never did).
+    """
+    true_days = np.asarray(true_days, dtype=np.float64)
+    cand_days = np.asarray(cand_days, dtype=np.float64)
+    has = np.isfinite(true_days) & (true_days > 0)
+    rel = relative_error(true_days[has, None], cand_days[has])
+    hit = rel <= tol  # (n, N)
+    chosen = hit[np.arange(int(has.sum())), np.asarray(chosen_index)[has]]
+    anyhit = hit.any(axis=1)
+    n = int(has.sum())
+    nan = float("nan")
+    return {
+        "n": n,
+        "chosen_within_tol": float(chosen.mean()) if n else nan,
+        "any_within_tol": float(anyhit.mean()) if n else nan,
+        "chosen_given_any": float(chosen[anyhit].mean()) if anyhit.any() else nan,
+        "tol": tol,
+    }
+
+
+def non_finite_counts(preds: dict[str, np.ndarray]) -> dict[str, int]:
+    """Number of NaN/Inf values in each model output."""
+    keys = ("probs", "p1_days", "p2_days", "cand_weights")
+    return {k: int(np.size(preds[k]) - np.count_nonzero(np.isfinite(preds[k]))) for k in keys}
+
+
+# ----------------------------------------------------------------------------- benchmark
+def benchmark_labels(per_class: int) -> np.ndarray:
+    """Each class index repeated ``per_class`` times (class-major order)."""
+    return np.repeat(np.arange(N_CLASSES), per_class)
+
+
+def benchmark_batch(per_class: int, seed: int = 12345, n_candidates: int = 4,
+                    harmonics: bool = False, spec: SynthSpec = SynthSpec(),
+                    progress: Progress | None = None) -> tuple[Batch, int]:
+    """The fixed benchmark set -> (batch, synthetic redraws)."""
+    if per_class < 1:
+        raise ValueError(f"per_class: must be >= 1, got {per_class}")
+    labels = benchmark_labels(per_class)
+    parts, redraws = [], 0
+    for index, start in enumerate(range(0, len(labels), CHUNK)):
+        chunk = labels[start:start + CHUNK]
+        batch, r = make_batch(len(chunk), seed, BENCH_EPOCH, index, spec, n_candidates,
+                              harmonics, labels=chunk)
+        parts.append(batch)
+        redraws += r
+        if progress:
+            progress(f"generating benchmark {start + len(chunk)}/{len(labels)} stars")
+    return concat(parts), redraws
+
+
+# ----------------------------------------------------------------------------- speed
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_speed(model: nn.Module, batch: Batch, device: str | torch.device,
+                  batch_size: int = 256, latency_runs: int = 20,
+                  throughput_runs: int = 3) -> dict[str, float]:
+    """Batch-1 latency (median ms over ``latency_runs``) and throughput (samples/s)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    one = {k: torch.as_tensor(batch[k][:1]).to(device) for k in INPUT_KEYS}
+    n = min(batch_size, len(batch["lc"]))
+    many = {k: torch.as_tensor(batch[k][:n]).to(device) for k in INPUT_KEYS}
+    for _ in range(3):
+        model(**one)
+    _sync(device)
+    times = []
+    for _ in range(latency_runs):
+        t0 = time.perf_counter()
+        model(**one)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    model(**many)  # warm-up
+    _sync(device)
+    tput = []
+    for _ in range(throughput_runs):
+        t0 = time.perf_counter()
+        model(**many)
+        _sync(device)
+        tput.append(time.perf_counter() - t0)
+    return {
+        "latency_batch1_ms": 1000 * statistics.median(times),
+        "throughput_batch": n,
+        "throughput_samples_per_s": n / statistics.median(tput),
+    }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (MiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _round(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if not np.isfinite(x) else round(x, 6)
+    return x
+
+
+def compute_metrics(preds: dict[str, np.ndarray], batch: Batch,
+                    class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Classification and period metrics of predictions on a labelled batch."""
+    labels = np.asarray(batch["label"])
+    n_classes = len(class_names)
+    cm = confusion_matrix(labels, preds["pred"], n_classes)
+    prf = precision_recall_f1(cm)
+    true_p1 = denormalize_period(batch["p1"])
+    overall = {
+        "regression": period_quality(true_p1, preds["p1_days"]),
+        "chosen": period_quality(true_p1, preds["chosen_days"]),
+        "candidates": candidate_quality(true_p1, batch["cand_days"], preds["chosen_index"]),
+    }
+    per_class = []
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        reg = period_quality(true_p1[sel], preds["p1_days"][sel])
+        cho = period_quality(true_p1[sel], preds["chosen_days"][sel])
+        per_class.append({
+            "class": name, "support": int(prf["support"][c]),
+            "precision": float(prf["precision"][c]), "recall": float(prf["recall"][c]),
+            "f1": float(prf["f1"][c]), "n_periodic": reg["n"],
+            "p1_within_1pct": reg["within_1pct"], "p1_within_5pct": reg["within_5pct"],
+            "p1_median_rel_err": reg["median_rel_err"],
+            "chosen_within_1pct": cho["within_1pct"], "chosen_within_5pct": cho["within_5pct"],
+            "chosen_median_rel_err": cho["median_rel_err"],
+        })
+    present = prf["support"] > 0
+    return {
+        "n_stars": int(len(labels)),
+        "accuracy": float((preds["pred"] == labels).mean()),
+        "macro_precision": float(prf["precision"][present].mean()),
+        "macro_recall": float(prf["recall"][present].mean()),
+        "macro_f1": float(prf["f1"][present].mean()),
+        "confusion_matrix": cm.tolist(),
+        "per_class": [{k: _round(v) for k, v in row.items()} for row in per_class],
+        "periods": {k: {kk: _round(vv) for kk, vv in v.items()} for k, v in overall.items()},
+    }
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """None/"auto" -> cuda when available, else cpu."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike,
+                        per_class: int = 500, seed: int = 12345, batch: int = 256,
+                        device: str | None = None, wandb_run_dir: str | os.PathLike | None = None,
+                        progress: Progress | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on the fixed benchmark; write report.md, metrics.json, PNGs.
+
+    Parameters
+    ----------
+    ckpt_path : path
+        A checkpoint file (or a folder holding ``checkpoint.pt``).
+    out_dir : path
+        Where the report goes (created).
+    per_class, seed : int
+        Benchmark size and seed; the defaults define the standard benchmark.
+    batch : int
+        Inference batch size (and the throughput batch size).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:1``; default: cuda when available.
+    wandb_run_dir : path, optional
+        Log the metrics and plots to W&B (job type ``evaluate``, grouped with the training
+        run), with W&B files under this folder.
+    progress : callable, optional
+        Called with a line of text as work proceeds.
+
+    Returns
+    -------
+    dict
+        The metrics also written to ``metrics.json``.
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint cannot be loaded.
+    EvaluationError
+        The model produced NaN/Inf outputs (counts are in metrics.json) or the checkpoint's
+        classes are not the synthetic benchmark's.
+    """
+    from starray.train.checkpoint import load_checkpoint, model_from_state
+
+    say = progress or (lambda _msg: None)
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(ckpt_path)
+    class_names = tuple(state["class_names"])
+    if class_names != CLASS_NAMES:
+        raise EvaluationError(f"{ckpt_path}: checkpoint classes {class_names} are not the "
+                              f"benchmark's {CLASS_NAMES}")
+    data_cfg = dict(state["config"].get("data", {}))
+    n_cand = int(data_cfg.get("n_candidates", 4))
+    harmonics = bool(data_cfg.get("harmonics", False))
+    dev = resolve_device(device)
+    model = model_from_state(state, dev)
+
+    bench, redraws = benchmark_batch(per_class, seed, n_cand, harmonics, SynthSpec(), say)
+    bad_inputs = {k: int(np.size(bench[k]) - np.count_nonzero(np.isfinite(bench[k])))
+                  for k in INPUT_KEYS}
+    if any(bad_inputs.values()):
+        raise EvaluationError(f"benchmark inputs contain NaN/Inf: {bad_inputs}")
+    say(f"evaluating {len(bench['label'])} stars on {dev} ...")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    preds = predict_arrays(model, bench, dev, chunk=batch)
+    eval_s = time.perf_counter() - t0
+
+    metrics: dict[str, Any] = {
+        "checkpoint": str(Path(ckpt_path).resolve()),
+        "epoch": int(state["epoch"]),
+        "model_dims": dict(state["model_dims"]),
+        "parameters": count_parameters(model),
+        "class_names": list(class_names),
+        "benchmark": {"per_class": per_class, "seed": seed, "epoch": BENCH_EPOCH,
+                      "chunk": CHUNK, "n_candidates": n_cand, "harmonics": harmonics,
+                      "spec": dataclasses.asdict(SynthSpec()), "redraws": redraws},
+    }
+    nonfinite = non_finite_counts(preds)
+    metrics["non_finite_outputs"] = nonfinite
+    metrics.update(compute_metrics(preds, bench, class_names))
+
+    say("measuring speed ...")
+    speed: dict[str, Any] = {"cpu": measure_speed(model, bench, "cpu", batch_size=batch)}
+    if torch.cuda.is_available():
+        gpu = dev if dev.type == "cuda" else torch.device("cuda")
+        torch.cuda.reset_peak_memory_stats(gpu)
+        speed["cuda"] = measure_speed(model, bench, gpu, batch_size=batch)
+        speed["cuda"]["device_name"] = torch.cuda.get_device_name(gpu)
+        speed["cuda"]["peak_memory_mib"] = torch.cuda.max_memory_allocated(gpu) / 2**20
+    model.to(dev)
+    speed["eval_seconds"] = eval_s
+    speed["eval_samples_per_s"] = len(bench["label"]) / eval_s if eval_s > 0 else float("nan")
+    speed["peak_rss_mib"] = peak_rss_mib()
+    speed["torch_threads"] = torch.get_num_threads()
+    metrics["speed"] = {k: _round(v) if isinstance(v, float) else
+                        ({kk: _round(vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+                        for k, v in speed.items()}
+    metrics["wall_seconds"] = round(time.perf_counter() - t_start, 3)
+
+    _write_json(out_dir / "metrics.json", metrics)
+    if any(nonfinite.values()):
+        raise EvaluationError(f"model outputs contain NaN/Inf ({nonfinite}); see "
+                              f"{out_dir / 'metrics.json'}")
+    say("writing report ...")
+    _write_plots(metrics, preds, bench, out_dir)
+    write_report(metrics, out_dir)
+    if wandb_run_dir is not None:
+        say("logging to W&B ...")
+        metrics["wandb_run_id"] = log_to_wandb(metrics, out_dir, wandb_run_dir, state)
+        _write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _write_plots(metrics: dict[str, Any], preds: dict[str, np.ndarray], bench: Batch,
+                 out_dir: Path) -> None:
+    from starray import report_plots
+
+    names = metrics["class_names"]
+    cm = np.asarray(metrics["confusion_matrix"])
+    report_plots.plot_confusion(cm, names, out_dir / "confusion.png",
+                                title=f"Confusion matrix (accuracy {metrics['accuracy']:.3f})")
+    recall = np.array([r["recall"] for r in metrics["per_class"]])
+    support = np.array([r["support"] for r in metrics["per_class"]])
+    report_plots.plot_recall(recall, names, out_dir / "recall.png", support,
+                             metrics["accuracy"])
+    report_plots.plot_periods(denormalize_period(bench["p1"]), preds["p1_days"],
+                              preds["chosen_days"], out_dir / "periods.png")
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if pct:
+        return f"{100 * x:.1f}%"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)
+
+
+def write_report(metrics: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Human-readable ``report.md`` from the metrics dict."""
+    m = metrics
+    p = m["periods"]
+    b = m["benchmark"]
+    lines = [
+        "# starray evaluation report", "",
+        f"- checkpoint: `{m['checkpoint']}` (epoch {m['epoch']})",
+        f"- model: {m['parameters']:,} parameters, dims "
+        + ", ".join(f"{k}={v}" for k, v in m["model_dims"].items()),
+        f"- benchmark: {m['n_stars']} synthetic stars ({b['per_class']} per class, seed "
+        f"{b['seed']}, {b['n_candidates']} candidates, harmonics {b['harmonics']}), "
+        f"{b['redraws']} synthetic redraws",
+        "", "## Summary", "",
+        "| metric | value |", "|---|---|",
+        f"| accuracy | {_fmt(m['accuracy'], True)} |",
+        f"| macro precision | {_fmt(m['macro_precision'], True)} |",
+        f"| macro recall | {_fmt(m['macro_recall'], True)} |",
+        f"| macro F1 | {_fmt(m['macro_f1'], True)} |",
+        "", "## Primary period", "",
+        f"Stars with a true primary period: {p['regression']['n']}.", "",
+        "| predictor | within 1% | within 5% | median relative error |", "|---|---|---|---|",
+    ]
+    for key, label in (("regression", "regression head (p1)"),
+                       ("chosen", "chosen candidate (top weight)")):
+        q = p[key]
+        lines.append(f"| {label} | {_fmt(q['within_1pct'], True)} | "
+                     f"{_fmt(q['within_5pct'], True)} | {_fmt(q['median_rel_err'])} |")
+    c = p["candidates"]
+    lines += [
+        "",
+        f"Top-weighted candidate within {c['tol']:.0%} of the true period: "
+        f"{_fmt(c['chosen_within_tol'], True)}; any candidate within {c['tol']:.0%}: "
+        f"{_fmt(c['any_within_tol'], True)}; top-weighted when any is: "
+        f"{_fmt(c['chosen_given_any'], True)}.",
+        "", "## Per class", "",
+        "| class | n | precision | recall | F1 | periodic | p1 ≤1% | p1 ≤5% | chosen ≤1% "
+        "| chosen ≤5% | chosen median rel. err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in m["per_class"]:
+        lines.append(
+            f"| {r['class']} | {r['support']} | {_fmt(r['precision'], True)} | "
+            f"{_fmt(r['recall'], True)} | {_fmt(r['f1'], True)} | {r['n_periodic']} | "
+            f"{_fmt(r['p1_within_1pct'], True)} | {_fmt(r['p1_within_5pct'], True)} | "
+            f"{_fmt(r['chosen_within_1pct'], True)} | {_fmt(r['chosen_within_5pct'], True)} | "
+            f"{_fmt(r['chosen_median_rel_err'])} |")
+    s = m["speed"]
+    lines += ["", "## Speed and memory", "", "| device | batch-1 latency | throughput |",
+              "|---|---|---|"]
+    for dev in ("cpu", "cuda"):
+        if dev in s:
+            d = s[dev]
+            name = f"{dev} ({d['device_name']})" if "device_name" in d else dev
+            lines.append(f"| {name} | {d['latency_batch1_ms']:.2f} ms | "
+                         f"{d['throughput_samples_per_s']:.0f} samples/s at batch "
+                         f"{d['throughput_batch']} |")
+    lines += ["", f"- peak RSS: {s['peak_rss_mib']:.0f} MiB"]
+    if "cuda" in s:
+        lines.append(f"- peak GPU memory allocated: {s['cuda']['peak_memory_mib']:.0f} MiB")
+    lines.append(f"- CPU threads: {s['torch_threads']}; evaluation pass {s['eval_seconds']:.2f}"
+                 f" s ({s['eval_samples_per_s']:.0f} samples/s)")
+    nf = m["non_finite_outputs"]
+    lines += ["", "## Output checks", "",
+              "NaN/Inf values in outputs: " + ", ".join(f"{k} {v}" for k, v in nf.items()),
+              "", "## Figures", "", "![confusion](confusion.png)", "",
+              "![recall](recall.png)", "", "![periods](periods.png)", ""]
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _flat_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+        out[f"eval/{key}"] = metrics[key]
+    for pred, q in metrics["periods"].items():
+        for k, v in q.items():
+            out[f"eval/period_{pred}_{k}"] = v
+    for row in metrics["per_class"]:
+        out[f"eval/recall/{row['class']}"] = row["recall"]
+        out[f"eval/f1/{row['class']}"] = row["f1"]
+    cpu = metrics["speed"]["cpu"]
+    out["eval/cpu_latency_batch1_ms"] = cpu["latency_batch1_ms"]
+    out["eval/cpu_throughput_samples_per_s"] = cpu["throughput_samples_per_s"]
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
+
+
+def log_to_wandb(metrics: dict[str, Any], out_dir: Path, wandb_run_dir: str | os.PathLike,
+                 state: dict[str, Any]) -> str | None:
+    """Log evaluation to a new W&B run (job type ``evaluate``) grouped with the training run.
+
+    The group is the training config's ``wandb.group``, else its run name, else the
+    training run's W&B id; the training run's id is kept in the config as
+    ``train_wandb_id``. Returns the evaluation run's id (None when W&B is disabled).
+    """
+    from starray.tracking import init_tracker
+
+    cfg = dict(state.get("config", {}))
+    wcfg = dict(cfg.get("wandb", {}) or {})
+    train_id = state.get("wandb_id")
+    name = cfg.get("name") or "run"
+    group = wcfg.get("group") or cfg.get("name") or train_id
+    tracker = init_tracker(
+        mode=wcfg.get("mode", "auto"), project=wcfg.get("project", "starray"),
+        run_dir=Path(wandb_run_dir), run_id=secrets.token_hex(4), name=f"{name}-evaluate",
+        config={"checkpoint": metrics["checkpoint"], "epoch": metrics["epoch"],
+                "benchmark": metrics["benchmark"], "train_wandb_id": train_id,
+                "train_config": cfg},
+        job_type="evaluate", group=group)
+    try:
+        tracker.log(_flat_scalars(metrics))
+        for png in ("confusion", "recall", "periods"):
+            tracker.log_image(f"eval/{png}", out_dir / f"{png}.png")
+        tracker.summary(_flat_scalars(metrics))
+    finally:
+        tracker.finish()
+    return tracker.run_id if tracker.wandb_dir is not None else None
+
+
+__all__ = [
+    "BENCH_EPOCH", "EvaluationError", "benchmark_batch", "candidate_quality",
+    "compute_metrics", "confusion_matrix", "evaluate_checkpoint", "measure_speed",
+    "non_finite_counts", "period_quality", "precision_recall_f1", "write_report",
+]

@@ -1,0 +1,89 @@
+"""MultiBranchStarModelHybrid: three CNN+Transformer branches, attention over candidates.
+
+DESIGN section 1. All B x N candidates run through the shared extractor in one batch;
+the output keeps the per-candidate attention weights (which period the model believes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from starray.data.synth import N_CLASSES
+
+
+class Extractor(nn.Module):
+    """Conv-BN-ReLU x2, 1x1 conv to d_model, TransformerEncoder, mean pool, Linear."""
+
+    def __init__(self, in_ch: int, hidden: int, d_model: int, n_heads: int, n_layers: int,
+                 dropout: float, emb_dim: int, stem_stride: int = 1) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(
+            nn.Conv1d(in_ch, hidden, 5, stride=stem_stride, padding=2),
+            nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Conv1d(hidden, hidden, 5, padding=2),
+            nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Conv1d(hidden, d_model, 1),
+        )
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.proj = nn.Linear(d_model, emb_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, L) -> (B, emb_dim)."""
+        h = self.cnn(x).transpose(1, 2)  # (B, L', d_model)
+        h = self.encoder(h)
+        return self.proj(h.mean(dim=1))
+
+
+class MultiBranchStarModelHybrid(nn.Module):
+    """Light curve + periodogram + folded candidates -> class logits and two periods."""
+
+    def __init__(self, emb_dim: int, merged_dim: int, cnn_hidden: int, d_model: int,
+                 n_heads: int, n_layers: int, dropout: float, stem_stride: int = 1,
+                 n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        args = (cnn_hidden, d_model, n_heads, n_layers, dropout, emb_dim, stem_stride)
+        self.lc_branch = Extractor(1, *args)
+        self.pgram_branch = Extractor(1, *args)
+        self.cand_branch = Extractor(2, *args)
+        self.cand_score = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.Tanh(),
+                                        nn.Linear(emb_dim, 1))
+        self.fusion = nn.Sequential(
+            nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(merged_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
+        )
+        self.class_head = nn.Linear(merged_dim, n_classes)
+        self.p1_head = nn.Linear(merged_dim, 1)
+        self.p2_head = nn.Linear(merged_dim, 1)
+
+    def forward(self, lc: torch.Tensor, pgram: torch.Tensor, folded: torch.Tensor,
+                cand_logp: torch.Tensor) -> dict[str, torch.Tensor]:
+        """lc (B,1,1024), pgram (B,1,512), folded (B,N,200), cand_logp (B,N)."""
+        b, n, length = folded.shape
+        cand_in = torch.stack([folded, cand_logp[..., None].expand(b, n, length)], dim=2)
+        cand_emb = self.cand_branch(cand_in.reshape(b * n, 2, length)).reshape(b, n, -1)
+        cand_logits = self.cand_score(cand_emb).squeeze(-1)  # (B, N)
+        weights = torch.softmax(cand_logits.float(), dim=1).to(cand_emb.dtype)
+        pooled = (weights[..., None] * cand_emb).sum(dim=1)
+        merged = self.fusion(torch.cat([self.lc_branch(lc), self.pgram_branch(pgram), pooled], 1))
+        return {
+            "logits": self.class_head(merged),
+            "p1": self.p1_head(merged).squeeze(-1),
+            "p2": self.p2_head(merged).squeeze(-1),
+            "cand_logits": cand_logits,
+            "cand_weights": weights,
+        }
+
+
+def build_model(dims: dict[str, Any]) -> MultiBranchStarModelHybrid:
+    """Model from resolved dimensions (see ``starray.config.resolved_model``)."""
+    return MultiBranchStarModelHybrid(**dims)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,102 @@
+"""Synthetic stars and features: 14 classes, seeded, DESIGN's data path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from starray.data.dataset import make_batch
+from starray.data.features import (
+    LightCurveError,
+    clean,
+    denormalize_period,
+    fold,
+    lomb_scargle,
+    normalize_period,
+    peak_candidates,
+    reduce_peaks,
+    star_features,
+)
+from starray.data.synth import CLASS_NAMES, N_CLASSES, SynthSpec, generate_stars, make_star
+
+
+def test_fourteen_classes_seeded_and_labelled():
+    assert N_CLASSES == 14 and len(set(CLASS_NAMES)) == 14
+    a = generate_stars(28, seed=3, labels=np.repeat(np.arange(14), 2))
+    b = generate_stars(28, seed=3, labels=np.repeat(np.arange(14), 2))
+    for s, t in zip(a, b):
+        np.testing.assert_array_equal(s.flux, t.flux)
+    periodic = {0, 1, 2, 3, 4, 5, 6, 7, 8, 11}
+    for s in a:
+        assert 5 * 0.6 <= s.time[-1] - s.time[0] <= 30.5
+        assert np.all(np.diff(s.time) > 0)
+        assert np.isfinite(s.primary) == (s.label in periodic) or s.label == 12
+    pulsator = make_star(8, np.random.default_rng(1))
+    assert 0.1 <= pulsator.primary <= 2.0  # the strongest mode, not the mean of modes
+
+
+def test_sampling_density_and_sessions():
+    rng = np.random.default_rng(0)
+    star = make_star(0, rng, SynthSpec(min_days=10, max_days=10))
+    gaps = np.diff(star.time)
+    assert 1 <= np.sum(gaps > 0.4) <= 3  # 2-4 sessions
+    observed = star.time[-1] - star.time[0] - gaps[gaps > 0.4].sum()
+    assert 60 <= len(star.time) / observed <= 90  # about 75 points a day
+
+
+def test_candidates_find_a_clean_sinusoid():
+    t = np.sort(np.random.default_rng(0).uniform(0, 20, 1500))
+    flux = 1 + 0.05 * np.sin(2 * np.pi * t / 2.345) + np.random.default_rng(1).normal(0, .005, 1500)
+    feats = star_features(t, flux)
+    assert abs(feats.cand_days[0] / 2.345 - 1) < 0.002
+    assert feats.lc.shape == (1024,) and feats.pgram.shape == (512,)
+    assert feats.folded.shape == (4, 200) and feats.pgram.max() == pytest.approx(1.0)
+
+
+def test_reduce_keeps_narrow_peaks():
+    freq = np.linspace(1 / 50, 10, 40000)
+    power = np.zeros_like(freq)
+    power[12345] = 1.0  # one-sample peak: a stride subsample would lose it
+    out = reduce_peaks(freq, power)
+    assert out.max() == 1.0 and np.count_nonzero(out == 1.0) == 1
+
+
+def test_fold_bins_by_phase_and_fills_gaps():
+    t = np.linspace(0, 10, 500)
+    f = np.sin(2 * np.pi * t / 2.0)
+    folded = fold(t, f, 2.0, bins=200)
+    phase = (np.arange(200) + 0.5) / 200
+    assert np.corrcoef(folded, np.sin(2 * np.pi * phase))[0, 1] > 0.99
+    sparse = fold(np.array([0.0, 0.5, 1.0, 1.5]), np.array([1.0, 2.0, 1.0, 2.0]), 2.0, bins=8)
+    assert np.all(np.isfinite(sparse))
+
+
+def test_clean_drops_nonfinite_and_outliers():
+    t = np.array([3.0, 1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0])
+    f = np.array([1.0, 1.01, 0.99, 1.0, np.inf, 1.0, 50.0, 1.02])
+    tc, fc = clean(t, f)
+    assert np.all(np.diff(tc) > 0) and 50.0 not in fc and np.all(np.isfinite(fc))
+
+
+def test_bad_light_curves_raise():
+    with pytest.raises(LightCurveError, match="usable points"):
+        star_features(np.arange(5.0), np.ones(5))
+    with pytest.raises(LightCurveError, match="constant"):
+        star_features(np.arange(100.0), np.ones(100))
+
+
+def test_batches_are_seeded_and_periods_normalized():
+    a, _ = make_batch(16, 7, 2, 5)
+    b, _ = make_batch(16, 7, 2, 5)
+    c, _ = make_batch(16, 7, 3, 5)
+    np.testing.assert_array_equal(a["lc"], b["lc"])
+    assert not np.array_equal(a["lc"], c["lc"])
+    ok = np.isfinite(a["p1"])
+    assert np.all((a["p1"][ok] >= 0) & (a["p1"][ok] <= 1))
+    np.testing.assert_allclose(denormalize_period(normalize_period(3.3)), 3.3)
+
+
+def test_peak_candidates_pad_without_noise():
+    freq, power = lomb_scargle(np.linspace(0, 10, 300), np.sin(np.linspace(0, 10, 300) * 3))
+    cands = peak_candidates(freq, power, 6, harmonics=True)
+    assert len(cands) == 6 and cands[4] == pytest.approx(cands[0] / 2)
