@@ -65,11 +65,11 @@ def plot_recall(recall: np.ndarray, class_names: Sequence[str], path: str | os.P
     for i, r in enumerate(recall):
         label = f"{r:.2f}" + (f" (n={int(support[i])})" if support is not None else "")
         ax.text(min(r, 1.0) + 0.01, i, label, va="center", fontsize=8)
+    ax.axvline(1.0 / max(n, 1), color="gray", ls=":", lw=1, label=f"chance (1/{n})")
     if accuracy is not None:
         ax.axvline(accuracy, color="tab:red", ls="--", lw=1,
                    label=f"overall accuracy {accuracy:.3f}")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.axvline(1.0 / max(n, 1), color="gray", ls=":", lw=1)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Per-class recall")
     return _save(fig, path)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import struct
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def init_tracker(mode: str, project: str, run_dir: str | os.PathLike, run_id: st
     try:
         import wandb
 
-        run_id = run_id or wandb.util.generate_id()
+        run_id = run_id or secrets.token_hex(6)
         run = wandb.init(
             project=project, entity=entity, group=group, job_type=job_type, name=name,
             id=run_id, resume="allow", config=config, dir=str(wandb_dir), mode=mode,

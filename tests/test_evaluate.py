@@ -1,23 +1,17 @@
 """Evaluation: metric functions on hand-computed cases, and the whole report end to end.
 
-``make_tiny_checkpoint`` trains the tiny preset in-process (no Ray) for a few dozen
-Adam steps and saves a complete checkpoint; it is cached per test session.
+The ``tiny_ckpt`` fixture (conftest.py) is a small checkpoint trained in-process.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from starray.config import PRESETS, from_dict
-from starray.data.dataset import make_batch
-from starray.data.synth import CLASS_NAMES
 from starray.evaluate import (
     EvaluationError,
     benchmark_batch,
@@ -27,58 +21,9 @@ from starray.evaluate import (
     period_quality,
     precision_recall_f1,
 )
-from starray.model.hybrid import build_model
-from starray.model.inference import INPUT_KEYS
 from starray.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-TRAIN_STEPS = 30
 
-
-def make_tiny_checkpoint(path: Path) -> tuple[Path, list[float]]:
-    """Train the tiny preset for TRAIN_STEPS Adam steps on 3 fixed batches; save it."""
-    torch.manual_seed(0)
-    dims = dict(PRESETS["tiny"])
-    model = build_model(dims)
-    batches = [make_batch(16, seed=0, epoch=0, index=i)[0] for i in range(3)]
-    tensors = [{k: torch.as_tensor(v) for k, v in b.items() if k != "cand_days"}
-               for b in batches]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    model.train()
-    for step in range(TRAIN_STEPS):
-        b = tensors[step % len(tensors)]
-        out = model(**{k: b[k] for k in INPUT_KEYS})
-        loss = F.cross_entropy(out["logits"], b["label"])
-        for key in ("p1", "p2"):
-            mask = torch.isfinite(b[key])
-            if mask.any():
-                loss = loss + F.smooth_l1_loss(out[key][mask], b[key][mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    state = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": {},
-        "epoch": 0, "config": from_dict({}).to_dict(), "model_dims": dims,
-        "class_names": list(CLASS_NAMES), "history": [{"epoch": 0, "train_loss": losses[-1]}],
-        "best_val_loss": losses[-1], "best_val_acc": 0.0, "wandb_id": "tinytrain01",
-    }
-    save_checkpoint(path, state)
-    return path, losses
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    """A small trained checkpoint, trained once per session (shared across test modules)."""
-    path = tmp_path_factory.getbasetemp() / "tiny-model" / "checkpoint.pt"
-    if not path.exists():
-        _, losses = make_tiny_checkpoint(path)
-        first, last = np.mean(losses[:4]), np.mean(losses[-4:])
-        assert last < 0.8 * first, f"training did not reduce the loss: {first} -> {last}"
-    return path
-
-
-# ----------------------------------------------------------------------------- pure metrics
 def test_confusion_and_prf_hand_computed():
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 0, 1, 1, 2, 2])

@@ -212,7 +212,9 @@ class SlurmRayJob:
         proc = self._driver
         if proc is None or proc.poll() is not None:
             return
-        for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        # Training has checkpointed at the last epoch end; give Ray Train a moment to abort
+        # gracefully, but the signal delay must cover this and the requeue.
+        for sig, wait_s in ((signal.SIGINT, 8), (signal.SIGTERM, 4), (signal.SIGKILL, 10)):
             proc.send_signal(sig)
             try:
                 proc.wait(timeout=wait_s)
