@@ -113,7 +113,7 @@ def main() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     rows = []
     for preset in args.presets:
-        ray.init(num_cpus=max(os.cpu_count() or 2, args.generators), include_dashboard=False,
+        ray.init(num_cpus=max(os.cpu_count() or 2, args.generators), include_dashboard=True,
                  log_to_driver=False)
         print(f"[bench] {preset}: {args.steps} steps of {args.batch_size} on {args.device}",
               flush=True)

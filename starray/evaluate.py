@@ -31,12 +31,21 @@ from torch import nn
 from starray.data.dataset import Batch, concat, make_batch
 from starray.data.features import denormalize_period
 from starray.data.synth import CLASS_NAMES, N_CLASSES, SynthSpec
+from starray.metrics import (  # noqa: F401 - re-exported: the metric functions' home
+    TOLERANCES,
+    candidate_quality,
+    confusion_matrix,
+    non_finite_counts,
+    period_quality,
+    precision_recall_f1,
+    relative_error,
+)
 from starray.model.hybrid import count_parameters
 from starray.model.inference import INPUT_KEYS, predict_arrays
+from starray.report import write_report
 
 BENCH_EPOCH = -2  # own seed space: make_batch seeds with epoch + 2 (train >= 2, val 1)
 CHUNK = 256  # stars per make_batch call; part of the benchmark's definition
-TOLERANCES = (0.01, 0.05)
 
 Progress = Callable[[str], None]
 
@@ -45,98 +54,6 @@ class EvaluationError(RuntimeError):
     """Evaluation cannot proceed or found a broken model (e.g. NaN/Inf outputs)."""
 
 
-# ----------------------------------------------------------------------------- metrics
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        if y.size and (y.min() < 0 or y.max() >= n_classes):
-            raise ValueError(f"{name}: labels must be in 0..{n_classes - 1}")
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(
-        n_classes, n_classes)
-
-
-def precision_recall_f1(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix.
-
-    A class never predicted has precision 0; a class with no true stars has recall 0
-    (and support 0, so macro averages should weight by support or skip it).
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    pred_n = cm.sum(axis=0)
-    true_n = cm.sum(axis=1)
-    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
-    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "support": true_n.astype(np.int64)}
-
-
-def relative_error(true_days: np.ndarray, pred_days: np.ndarray) -> np.ndarray:
-    """|pred - true| / true (NaN where either is missing)."""
-    true_days = np.asarray(true_days, dtype=np.float64)
-    pred_days = np.asarray(pred_days, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(pred_days - true_days) / true_days
-
-
-def period_quality(true_days: np.ndarray, pred_days: np.ndarray,
-                   tolerances: tuple[float, ...] = TOLERANCES) -> dict[str, float]:
-    """Fractions of stars with a true period whose prediction is within each tolerance.
-
-    Stars whose true period is NaN (no such period) are left out; a NaN prediction for a
-    star with a period counts as a miss. Returns ``n``, ``within_1pct``, ``within_5pct``
-    (for the default tolerances) and ``median_rel_err`` (NaN when ``n`` is 0).
-    """
-    true_days = np.asarray(true_days, dtype=np.float64)
-    has = np.isfinite(true_days) & (true_days > 0)
-    rel = relative_error(true_days[has], np.asarray(pred_days, dtype=np.float64)[has])
-    rel = np.where(np.isfinite(rel), rel, np.inf)
-    n = int(has.sum())
-    out: dict[str, float] = {"n": n}
-    for tol in tolerances:
-        out[f"within_{tol * 100:g}pct"] = float((rel <= tol).mean()) if n else float("nan")
-    out["median_rel_err"] = float(np.median(rel)) if n else float("nan")
-    return out
-
-
-def candidate_quality(true_days: np.ndarray, cand_days: np.ndarray, chosen_index: np.ndarray,
-                      tol: float = 0.01) -> dict[str, float]:
-    """How often the top-weighted candidate, and any candidate, is within ``tol`` of the truth.
-
-    ``chosen_given_any`` is the attention's hit rate where the periodogram offered the
-    right period at all (NaN if it never did).
-    """
-    true_days = np.asarray(true_days, dtype=np.float64)
-    cand_days = np.asarray(cand_days, dtype=np.float64)
-    has = np.isfinite(true_days) & (true_days > 0)
-    rel = relative_error(true_days[has, None], cand_days[has])
-    hit = rel <= tol  # (n, N)
-    chosen = hit[np.arange(int(has.sum())), np.asarray(chosen_index)[has]]
-    anyhit = hit.any(axis=1)
-    n = int(has.sum())
-    nan = float("nan")
-    return {
-        "n": n,
-        "chosen_within_tol": float(chosen.mean()) if n else nan,
-        "any_within_tol": float(anyhit.mean()) if n else nan,
-        "chosen_given_any": float(chosen[anyhit].mean()) if anyhit.any() else nan,
-        "tol": tol,
-    }
-
-
-def non_finite_counts(preds: dict[str, np.ndarray]) -> dict[str, int]:
-    """Number of NaN/Inf values in each model output."""
-    keys = ("probs", "p1_days", "p2_days", "cand_weights")
-    return {k: int(np.size(preds[k]) - np.count_nonzero(np.isfinite(preds[k]))) for k in keys}
-
-
-# ----------------------------------------------------------------------------- benchmark
 def benchmark_labels(per_class: int) -> np.ndarray:
     """Each class index repeated ``per_class`` times (class-major order)."""
     return np.repeat(np.arange(N_CLASSES), per_class)
@@ -393,88 +310,6 @@ def _write_plots(metrics: dict[str, Any], preds: dict[str, np.ndarray], bench: B
                              metrics["accuracy"])
     report_plots.plot_periods(denormalize_period(bench["p1"]), preds["p1_days"],
                               preds["chosen_days"], out_dir / "periods.png")
-
-
-def _fmt(x: Any, pct: bool = False) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "–"
-    if pct:
-        return f"{100 * x:.1f}%"
-    if isinstance(x, float):
-        return f"{x:.3f}"
-    return str(x)
-
-
-def write_report(metrics: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Human-readable ``report.md`` from the metrics dict."""
-    m = metrics
-    p = m["periods"]
-    b = m["benchmark"]
-    lines = [
-        "# starray evaluation report", "",
-        f"- checkpoint: `{m['checkpoint']}` (epoch {m['epoch']})",
-        f"- model: {m['parameters']:,} parameters, dims "
-        + ", ".join(f"{k}={v}" for k, v in m["model_dims"].items()),
-        f"- benchmark: {m['n_stars']} synthetic stars ({b['per_class']} per class, seed "
-        f"{b['seed']}, {b['n_candidates']} candidates, harmonics {b['harmonics']}), "
-        f"{b['redraws']} synthetic redraws",
-        "", "## Summary", "",
-        "| metric | value |", "|---|---|",
-        f"| accuracy | {_fmt(m['accuracy'], True)} |",
-        f"| macro precision | {_fmt(m['macro_precision'], True)} |",
-        f"| macro recall | {_fmt(m['macro_recall'], True)} |",
-        f"| macro F1 | {_fmt(m['macro_f1'], True)} |",
-        "", "## Primary period", "",
-        f"Stars with a true primary period: {p['regression']['n']}.", "",
-        "| predictor | within 1% | within 5% | median relative error |", "|---|---|---|---|",
-    ]
-    for key, label in (("regression", "regression head (p1)"),
-                       ("chosen", "chosen candidate (top weight)")):
-        q = p[key]
-        lines.append(f"| {label} | {_fmt(q['within_1pct'], True)} | "
-                     f"{_fmt(q['within_5pct'], True)} | {_fmt(q['median_rel_err'])} |")
-    c = p["candidates"]
-    lines += [
-        "",
-        f"Top-weighted candidate within {c['tol']:.0%} of the true period: "
-        f"{_fmt(c['chosen_within_tol'], True)}; any candidate within {c['tol']:.0%}: "
-        f"{_fmt(c['any_within_tol'], True)}; top-weighted when any is: "
-        f"{_fmt(c['chosen_given_any'], True)}.",
-        "", "## Per class", "",
-        "| class | n | precision | recall | F1 | periodic | p1 ≤1% | p1 ≤5% | chosen ≤1% "
-        "| chosen ≤5% | chosen median rel. err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in m["per_class"]:
-        lines.append(
-            f"| {r['class']} | {r['support']} | {_fmt(r['precision'], True)} | "
-            f"{_fmt(r['recall'], True)} | {_fmt(r['f1'], True)} | {r['n_periodic']} | "
-            f"{_fmt(r['p1_within_1pct'], True)} | {_fmt(r['p1_within_5pct'], True)} | "
-            f"{_fmt(r['chosen_within_1pct'], True)} | {_fmt(r['chosen_within_5pct'], True)} | "
-            f"{_fmt(r['chosen_median_rel_err'])} |")
-    s = m["speed"]
-    lines += ["", "## Speed and memory", "", "| device | batch-1 latency | throughput |",
-              "|---|---|---|"]
-    for dev in ("cpu", "cuda"):
-        if dev in s:
-            d = s[dev]
-            name = f"{dev} ({d['device_name']})" if "device_name" in d else dev
-            lines.append(f"| {name} | {d['latency_batch1_ms']:.2f} ms | "
-                         f"{d['throughput_samples_per_s']:.0f} samples/s at batch "
-                         f"{d['throughput_batch']} |")
-    lines += ["", f"- peak RSS: {s['peak_rss_mib']:.0f} MiB"]
-    if "cuda" in s:
-        lines.append(f"- peak GPU memory allocated: {s['cuda']['peak_memory_mib']:.0f} MiB")
-    lines.append(f"- CPU threads: {s['torch_threads']}; evaluation pass {s['eval_seconds']:.2f}"
-                 f" s ({s['eval_samples_per_s']:.0f} samples/s)")
-    nf = m["non_finite_outputs"]
-    lines += ["", "## Output checks", "",
-              "NaN/Inf values in outputs: " + ", ".join(f"{k} {v}" for k, v in nf.items()),
-              "", "## Figures", "", "![confusion](confusion.png)", "",
-              "![recall](recall.png)", "", "![periods](periods.png)", ""]
-    path = Path(out_dir) / "report.md"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def _flat_scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -53,3 +53,16 @@ def test_cli_bad_config_fails_before_ray(capsys):
 def test_config_command_prints_param_count(capsys):
     assert main(["config", "--set", "model.preset=compact"]) == 0
     assert "1,513,105 parameters" in capsys.readouterr().out
+
+
+def test_every_command_has_help(capsys):
+    from starray.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001
+    assert {"train", "tune", "evaluate", "predict", "export", "generate", "config"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage:" in capsys.readouterr().out

@@ -86,3 +86,59 @@ def test_asha_sweep_stops_trials_and_best_config_trains(tmp_path):
     ray.shutdown()
     for t in trials:
         assert len(read_history(sweep / "trials" / t["trial"])) == t["epochs"]
+
+
+@pytest.mark.ray
+def test_interrupted_sweep_resumes_keeping_finished_trials(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    from starray.cli import main
+    from starray.train.driver import read_history
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "num_samples": 3, "max_concurrent_trials": 1,
+        "asha": {"max_t": 3, "grace_period": 3, "reduction_factor": 2},
+        "space": {"train.lr": {"choice": [2e-3, 3e-3, 4e-3]}}}))
+    args = [sys.executable, "-m", "starray.cli", "tune", "--space", str(space), "--name", "sw",
+            "--output-dir", str(tmp_path)]
+    for item in ["data.stars_per_epoch=128", "data.val_stars=64", "data.batch_size=32",
+                 "data.generators=1", "data.generator_cpus=0.25", "scaling.num_workers=1",
+                 "scaling.cpus_per_worker=0.5", "model.d_model=32", "model.cnn_hidden=16"]:
+        args += ["--set", item]
+    log = open(tmp_path / "log.txt", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    trials = tmp_path / "sw" / "trials"
+
+    def lengths() -> list[int]:
+        return sorted((len(read_history(d)) for d in trials.glob("*")), reverse=True)
+
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        n = lengths() if trials.exists() else []
+        if len(n) >= 2 and n[0] == 3 and n[1] >= 1:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {d.name: read_history(d) for d in trials.glob("*")}
+    finished = [k for k, h in before.items() if len(h) == 3]
+    partial = [k for k, h in before.items() if 0 < len(h) < 3]
+    assert finished and partial, before
+    time.sleep(2)
+    assert main(["tune", "--resume", str(tmp_path / "sw")]) == 0
+    ray.shutdown()
+    after = {d.name: read_history(d) for d in trials.glob("*")}
+    assert len(after) == 3 and all(len(h) == 3 for h in after.values()), after
+    for k in finished:  # kept as they were
+        assert after[k] == before[k]
+    for k in partial:  # continued from its checkpoint: no epoch repeated
+        assert [h["epoch"] for h in after[k]] == [0, 1, 2]
+        assert after[k][: len(before[k])] == before[k]

@@ -160,6 +160,7 @@ class SlurmRayJob:
             log(f"driver finished; results in {self.run_dir}")
             return 0
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a 2nd TERM must not cut teardown
             self._stop_driver()
             done_file.touch()
             rc.stop_node(proc, tmp, address)
@@ -193,6 +194,7 @@ class SlurmRayJob:
                     raise RuntimeError(f"ray start on node {node} exited with {proc.returncode}")
                 time.sleep(1)
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             rc.stop_node(proc, tmp)
             log(f"Ray stopped on node {node}")
 

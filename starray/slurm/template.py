@@ -76,6 +76,8 @@ def render_sbatch(p: ClusterProfile, driver: list[str], template: Path = TEMPLAT
         "RAY_TEMP_ROOT": p.ray_temp_root,
         "NODE_WAIT_S": str(p.node_wait_s),
         "MAX_REQUEUES": str(p.max_requeues),
+        "RAY_OBJECT_STORE_BYTES": str(int(p.object_store_gb * 2**30)) if p.object_store_gb
+        else "",
     }
     text = _replace_block(text, "variables", [
         f"{k}=${{{k}:-{shlex.quote(v)}}}" for k, v in variables.items()])

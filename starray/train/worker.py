@@ -170,15 +170,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or improved
         ckpt_dir = None
         if is_rank0:
-            with open(run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-            tracker.log(metrics, step=epoch)
-            eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
-            print(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}"
-                  f"  val_loss {vm['val_loss']:.4f}  val_acc {vm['val_acc']:.3f}  "
-                  f"cand<1% {vm['val_cand_within_1pct']:.3f}  "
-                  f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
-                  f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
             if save:
                 state = {
                     "model": _unwrap(ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -192,6 +183,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
                 ckpt_dir = tempfile.mkdtemp(prefix="starray-ckpt-")
                 os.link(last_path, Path(ckpt_dir) / "checkpoint.pt")
+            with open(run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            tracker.log(metrics, step=epoch)
+            eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
+            print(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}"
+                  f"  val_loss {vm['val_loss']:.4f}  val_acc {vm['val_acc']:.3f}  "
+                  f"cand<1% {vm['val_cand_within_1pct']:.3f}  "
+                  f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
+                  f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
         checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
         if ckpt_dir:
@@ -213,12 +213,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _final_plots(run_dir: Path, arrays: dict[str, np.ndarray], tracker: Any, step: int) -> None:
     """Confusion matrix and period scatter of the last validation, to files and W&B."""
-    from starray.train.plots import confusion_png, period_png
+    from starray.metrics import confusion_matrix
+    from starray.report_plots import plot_confusion, plot_periods
 
     plots = run_dir / "plots"
-    cm = confusion_png(arrays["label"], arrays["pred"], CLASS_NAMES, plots / "confusion.png")
-    period_png(arrays["p1_true"], arrays["p1_pred"], arrays["chosen_days"],
-               plots / "periods.png")
+    cm = confusion_matrix(arrays["label"], arrays["pred"], len(CLASS_NAMES))
+    plot_confusion(cm, CLASS_NAMES, plots / "confusion.png",
+                   title=f"validation, epoch {step + 1} (row-normalized)")
+    plot_periods(arrays["p1_true"], arrays["p1_pred"], arrays["chosen_days"],
+                 plots / "periods.png")
     np.savetxt(plots / "confusion.csv", cm, fmt="%d", delimiter=",")
     tracker.log_image("val/confusion_matrix", plots / "confusion.png", step=step)
     tracker.log_image("val/period_scatter", plots / "periods.png", step=step)
