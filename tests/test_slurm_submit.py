@@ -179,7 +179,7 @@ def test_private_cluster_and_cancel(out_dir, tmp_path, capsys):
 
 def test_two_node_train_requeue_resume(out_dir, capsys):
     """2 nodes, 1 DDP worker per node; a lowered time limit forces checkpoint+requeue."""
-    epochs = 20  # ~4 s each: the signal (up to ~40 s after the limit change) lands mid-run
+    epochs = 30  # 1-4 s each: the signal (up to ~40 s after the limit change) lands mid-run
     t_submit = time.time()
     job_id = _submit(capsys, [
         "submit", "train", "--output-dir", str(out_dir), "--name", "r2", *TINY,
