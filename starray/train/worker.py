@@ -114,7 +114,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     use_bf16 = cfg.train.bf16 and device.type == "cuda"
     epoch_times: list[float] = []
-    last_val = None
     for epoch in range(start_epoch, cfg.train.epochs):
         ddp_model.train()
         t0 = time.perf_counter()
@@ -192,6 +191,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                   f"cand<1% {vm['val_cand_within_1pct']:.3f}  "
                   f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
                   f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
+        if is_rank0 and last:
+            # before the final report: a Tune scheduler may stop the trial right after it
+            _final_plots(run_dir, last_val, tracker, epoch)
+            tracker.summary({"best_val_acc": best_acc, "best_val_loss": best_loss})
+            tracker.finish()
         checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
         if ckpt_dir:
@@ -204,10 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       "epochs", flush=True)
             break
 
-    if is_rank0:
-        if last_val is not None:
-            _final_plots(run_dir, last_val, tracker, len(history) - 1)
-        tracker.summary({"best_val_acc": best_acc, "best_val_loss": best_loss})
+    if is_rank0 and tracker.active:  # no epoch ran (resumed a finished run)
         tracker.finish()
 
 

@@ -139,10 +139,14 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
                     max_concurrent_trials=_resources(spec, base)))
         results = tuner.fit()
         errors = [str(r.error) for r in results if r.error]
+        # what Tune last heard from each trial: a trial ASHA stopped may still have run
+        # (part of) one more epoch before it was killed
+        reported = {r.metrics.get("trial_id"): r.metrics.get("epochs_done", 0)
+                    for r in results if r.metrics}
         leaked = _live_placement_groups()
     finally:
         pool.shutdown()
-    summary = summarize(sweep_dir, spec, base)
+    summary = summarize(sweep_dir, spec, base, reported)
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["errors"] = errors
     summary["leaked_placement_groups"] = leaked
@@ -153,8 +157,14 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
     return summary
 
 
-def summarize(sweep_dir: Path, spec: SweepSpec, base: ExperimentConfig) -> dict[str, Any]:
-    """Trial table, best config YAML, best checkpoint copy and the curves plot."""
+def summarize(sweep_dir: Path, spec: SweepSpec, base: ExperimentConfig,
+              reported: dict[str, int] | None = None) -> dict[str, Any]:
+    """Trial table, best config YAML, best checkpoint copy and the curves plot.
+
+    ``reported``: the last ``epochs_done`` Tune received per trial id; a trial whose
+    last report is short of max_t was stopped by ASHA.
+    """
+    reported = reported or {}
     from starray.train.driver import read_history
 
     trials = []
@@ -167,7 +177,8 @@ def summarize(sweep_dir: Path, spec: SweepSpec, base: ExperimentConfig) -> dict[
         best = (max if spec.mode == "max" else min)(values) if values else None
         trials.append({"trial": trial_dir.name, "params": json.loads(params_file.read_text()),
                        "epochs": len(history), "best": best,
-                       "stopped_early": len(history) < spec.asha["max_t"],
+                       "stopped_early": (reported.get(trial_dir.name) or len(history))
+                       < spec.asha["max_t"],
                        "curve": values})
     ranked = [t for t in trials if t["best"] is not None]
     ranked.sort(key=lambda t: t["best"], reverse=spec.mode == "max")
