@@ -69,7 +69,8 @@ def plot_recall(recall: np.ndarray, class_names: Sequence[str], path: str | os.P
     if accuracy is not None:
         ax.axvline(accuracy, color="tab:red", ls="--", lw=1,
                    label=f"overall accuracy {accuracy:.3f}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8,
+              frameon=False)  # below the axis: never over a bar label
     ax.set_title("Per-class recall")
     return _save(fig, path)
 
