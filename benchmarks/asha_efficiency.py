@@ -23,8 +23,8 @@ def main() -> None:
     import ray
 
     from starray.config import load_config
-    from starray.tune.space import load_space
-    from starray.tune.sweep import run_sweep, sample_points
+    from starray.tune.space import load_space, sample_points
+    from starray.tune.sweep import run_sweep
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--space", default="configs/tune/tiny.yaml")

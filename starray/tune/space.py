@@ -20,6 +20,7 @@ randint [low, high] (high exclusive). Every key must be a config field
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,19 @@ def flatten_params(params: dict[str, Any]) -> list[str]:
     out = []
     for key, value in params.items():
         if key == PAIR_KEY:
-            out += [f"model.d_model={value[0]}", f"model.n_heads={value[1]}"]
+            d_model, heads = pair_value(value)
+            out += [f"model.d_model={d_model}", f"model.n_heads={heads}"]
         else:
-            out.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+            out.append(f"{key}={json.dumps(value)}")  # JSON is YAML: --set parses it back
     return out
+
+
+def pair_value(value: Any) -> tuple[int, int]:
+    """[d_model, n_heads] or its Tune form "d_modelxn_heads" -> (d_model, n_heads)."""
+    if isinstance(value, str):
+        a, _, b = value.partition("x")
+        return int(a), int(b)
+    return int(value[0]), int(value[1])
 
 
 def _check_entry(key: str, entry: Any) -> tuple[str, list[Any]]:
@@ -165,7 +175,12 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
 
     make = {"choice": lambda a: tune.choice(a), "uniform": lambda a: tune.uniform(*a),
             "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
-    return {key: make[kind](args) for key, (kind, args) in spec.space.items()}
+    out = {}
+    for key, (kind, args) in spec.space.items():
+        if key == PAIR_KEY:  # Tune reads lists in points_to_evaluate as paths: use "AxB"
+            args = [f"{d}x{h}" for d, h in args]
+        out[key] = make[kind](args)
+    return out
 
 
 def sample_points(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -179,6 +194,8 @@ def sample_points(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]
         for key, (kind, args) in spec.space.items():
             if kind == "choice":
                 point[key] = args[int(rng.integers(len(args)))]
+                if key == PAIR_KEY:
+                    point[key] = "{}x{}".format(*point[key])
             elif kind == "uniform":
                 point[key] = float(rng.uniform(*args))
             elif kind == "loguniform":

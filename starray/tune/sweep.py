@@ -128,15 +128,15 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
                                        param_space=to_tune_space(spec),
                                        resume_unfinished=True, restart_errored=True)
         else:
+            concurrent = _resources(spec, base)
+            search = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent,
+                                           ) if points else None
             tuner = tune.Tuner(
                 trainable, param_space=to_tune_space(spec), run_config=run_config,
                 tune_config=tune.TuneConfig(
                     metric=spec.metric, mode=spec.mode,
-                    scheduler=asha if scheduler == "asha" else None,
-                    search_alg=BasicVariantGenerator(points_to_evaluate=points) if points
-                    else None,
-                    num_samples=spec.num_samples,
-                    max_concurrent_trials=_resources(spec, base)))
+                    scheduler=asha if scheduler == "asha" else None, search_alg=search,
+                    num_samples=spec.num_samples, max_concurrent_trials=concurrent))
         results = tuner.fit()
         errors = [str(r.error) for r in results if r.error]
         # what Tune last heard from each trial: a trial ASHA stopped may still have run
