@@ -67,12 +67,3 @@ def concat(batches: list[Batch]) -> Batch:
     """Concatenate batches along the first axis."""
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
-
-def take(batch: Batch, idx: np.ndarray | slice) -> Batch:
-    """Rows ``idx`` of every array."""
-    return {k: v[idx] for k, v in batch.items()}
-
-
-def batch_size(batch: Batch) -> int:
-    """Number of stars in a batch."""
-    return int(len(batch["label"]))

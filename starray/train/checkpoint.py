@@ -70,14 +70,3 @@ def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint weights do not fit its model_dims: {e}") from e
     return model.to(device).eval()
 
-
-def newest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The run's ``checkpoints/last.pt`` if it exists and loads, else None."""
-    path = Path(run_dir) / "checkpoints" / "last.pt"
-    if not path.exists():
-        return None
-    try:
-        load_checkpoint(path)
-    except CheckpointError:
-        return None
-    return path
