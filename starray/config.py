@@ -230,6 +230,8 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(allowed)}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer, got {cfg.seed}")
     d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.scaling
     for path, value in [
         ("data.stars_per_epoch", d.stars_per_epoch), ("data.n_per_class", d.n_per_class),

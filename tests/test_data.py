@@ -100,3 +100,26 @@ def test_peak_candidates_pad_without_noise():
     freq, power = lomb_scargle(np.linspace(0, 10, 300), np.sin(np.linspace(0, 10, 300) * 3))
     cands = peak_candidates(freq, power, 6, harmonics=True)
     assert len(cands) == 6 and cands[4] == pytest.approx(cands[0] / 2)
+
+
+def test_seed_spaces_are_disjoint_and_seeds_checked():
+    from starray.data.seeds import SPACES, batch_rng, check_seed, entropy
+
+    draws = {space: batch_rng(7, space, 0, 0).random(8).tobytes() for space in SPACES}
+    assert len(set(draws.values())) == len(SPACES)
+    assert batch_rng(7, "train", 1, 2).random(4).tobytes() == \
+        batch_rng(7, "train", 1, 2).random(4).tobytes()
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="non-negative integer"):
+            check_seed(bad)
+    with pytest.raises(ValueError, match="not one of"):
+        entropy(0, "nope", 0, 0)
+
+
+def test_negative_or_fractional_seed_is_a_config_error():
+    from starray.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="seed"):
+        from_dict({"seed": -1})
+    with pytest.raises(ConfigError, match="seed"):
+        from_dict({"seed": 1.5})

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from starray.data.features import LightCurveError, normalize_period, star_features
+from starray.data.seeds import batch_rng
 from starray.data.synth import N_CLASSES, SynthSpec, make_star
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_days", "label", "p1", "p2")
-VAL_EPOCH = -1  # the validation set lives in its own seed space
 
 
 def spec_from(data_cfg: Any) -> SynthSpec:
@@ -37,13 +37,16 @@ def features_to_batch(feats: list, labels: list[int], p1: list[float], p2: list[
 
 def make_batch(n: int, seed: int, epoch: int, index: int, spec: SynthSpec = SynthSpec(),
                n_candidates: int = 4, harmonics: bool = False,
-               labels: np.ndarray | None = None) -> tuple[Batch, int]:
-    """``n`` stars seeded by (seed, epoch, index) -> (batch, number of redraws).
+               labels: np.ndarray | None = None, space: str = "train") -> tuple[Batch, int]:
+    """``n`` stars seeded by (seed, space, epoch, index) -> (batch, number of redraws).
+
+    ``space`` is a seed space of :mod:`starray.data.seeds` (train, fixed, validation,
+    benchmark); spaces never overlap.
 
     A synthetic star that cannot be processed is drawn again (never filled with noise);
     the number of redraws is returned so callers can count them.
     """
-    rng = np.random.default_rng([seed, epoch + 2, index])
+    rng = batch_rng(seed, space, epoch, index)
     if labels is None:
         labels = rng.integers(0, N_CLASSES, n)
     feats, labs, p1s, p2s, redraws = [], [], [], [], 0

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from starray.data.dataset import VAL_EPOCH, Batch, make_batch, spec_from
+from starray.data.dataset import Batch, make_batch, spec_from
 from starray.data.synth import N_CLASSES
 
-FIXED_EPOCH = -2  # seed space of the fixed-mode dataset
 VAL_BATCH = 256
 
 
@@ -80,10 +79,10 @@ class DataGenerator:
         """Stars generated and synthetic redraws so far (since the last restart)."""
         return {"generated": self.generated, "redraws": self.redraws, "pid": os.getpid()}
 
-    def _make(self, n: int, epoch: int, index: int, labels: np.ndarray | None = None) -> Batch:
+    def _make(self, n: int, epoch: int, index: int, space: str = "train") -> Batch:
         s = self.spec
         batch, redraws = make_batch(n, s.seed, epoch, index, s.synth, s.n_candidates,
-                                    s.harmonics, labels)
+                                    s.harmonics, space=space)
         self.generated += n
         self.redraws += redraws
         return batch
@@ -115,7 +114,7 @@ class DataGenerator:
         if self._shard is None:
             total = s.batches_per_epoch()
             own = range(self.index, total, self.pool_size)
-            parts = [self._make(s.batch_size, FIXED_EPOCH, k) for k in own]
+            parts = [self._make(s.batch_size, 0, k, space="fixed") for k in own]
             self._shard = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         n = len(self._shard["label"])
         perm = np.random.default_rng([s.seed, epoch + 2, self.index]).permutation(n)
@@ -127,7 +126,7 @@ class DataGenerator:
         """Validation batch ``j`` (generated once, kept)."""
         if j not in self._val:
             n = min(VAL_BATCH, self.spec.val_stars - j * VAL_BATCH)
-            self._val[j] = self._make(n, VAL_EPOCH, j)
+            self._val[j] = self._make(n, 0, j, space="validation")
         return self._val[j]
 
 
