@@ -66,6 +66,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     patience: int = 5  # early stopping on validation loss; 0 disables it
+    best_metric: str = "val_acc"
+    best_mode: str = "max"
     class_weight: float = 1.0
     period_weight: float = 1.0
     label_smoothing: float = 0.0
@@ -137,6 +139,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("stream", "fixed"),
     "model.preset": tuple(PRESETS) + ("custom",),
     "train.schedule": ("cosine", "plateau", "none"),
+    "train.best_metric": ("val_acc", "val_loss", "val_cand_within_1pct", "val_p1_within_1pct",
+                          "val_p1_median_rel_err"),
+    "train.best_mode": ("max", "min"),
     "scaling.placement": ("PACK", "SPREAD", "STRICT_SPREAD"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
 }

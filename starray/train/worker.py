@@ -85,6 +85,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start_epoch, history = 0, []
     best_loss, best_acc, bad_epochs = float("inf"), 0.0, 0
+    # best.pt follows train.best_metric / best_mode (the rule sweeps rank trials by)
+    best_sign = 1.0 if cfg.train.best_mode == "max" else -1.0
+    best_score = float("-inf")
     state = restore_state(run_dir)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -95,6 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         best_loss = float(state.get("best_val_loss", best_loss))
         best_acc = float(state.get("best_val_acc", 0.0))
         bad_epochs = int(state.get("bad_epochs", 0))
+        best_score = float(state.get("best_score", best_score))
         if is_rank0:
             print(f"[starray] resuming at epoch {start_epoch} from the checkpoint of epoch "
                   f"{start_epoch - 1}", flush=True)
@@ -157,6 +161,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             bad_epochs += 1
         best_acc = max(best_acc, vm["val_acc"])
+        is_best = best_sign * vm[cfg.train.best_metric] > best_score
+        if is_best:
+            best_score = best_sign * vm[cfg.train.best_metric]
         stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
         last = epoch == cfg.train.epochs - 1 or stop
         metrics = {"epoch": epoch, "train_loss": float(train_loss), **vm, "lr": schedule.lr,
@@ -166,7 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "best_val_loss": best_loss}
         history.append(metrics)
 
-        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or improved
+        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or is_best
         ckpt_dir = None
         if is_rank0:
             if save:
@@ -176,9 +183,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "model_dims": dims, "class_names": list(CLASS_NAMES), "history": history,
                     "best_val_loss": best_loss, "best_val_acc": best_acc,
                     "bad_epochs": bad_epochs, "wandb_id": config["wandb_id"],
+                    "best_score": best_score,
                 }
                 last_path = save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if improved:
+                if is_best:
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
                 ckpt_dir = tempfile.mkdtemp(prefix="starray-ckpt-")
                 os.link(last_path, Path(ckpt_dir) / "checkpoint.pt")
