@@ -98,8 +98,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "tune", help="ASHA sweep over architecture and training hyperparameters",
         description="Ray Tune sweep: each trial runs a TorchTrainer; ASHA stops weak trials "
-                    "early; one data-generation pool and validation set serve all trials.",
+                    "early; one data-generation pool and validation set serve all trials. "
+                    "Settings: the config, then the space file's base:, then --set. Trials at "
+                    "once: (CPUs - data.generators x data.generator_cpus) // (workers x "
+                    "cpus_per_worker + 0.001), bounded by GPUs. Ctrl-C or SIGTERM stops the "
+                    "sweep and its local Ray; --resume continues it with ASHA's rungs kept.",
         epilog="examples:\n  starray tune --space configs/tune/tiny.yaml --name sweep1\n"
+               "  starray tune --space configs/tune/tiny.yaml --name s2 --num-samples 4 "
+               "--set data.stars_per_epoch=512\n"
                "  starray tune --resume runs/sweep1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(t)

@@ -84,6 +84,7 @@ class StopOnSignal:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
+        self._tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # one handler for both signals
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
@@ -92,6 +93,10 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._tune_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._tune_env
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
