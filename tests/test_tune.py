@@ -271,6 +271,7 @@ def test_sigkilled_sweep_resumes_with_asha_state(tmp_path):
     ray.shutdown()
     after = histories()
     assert len(after) == 4, after
+    names = sorted(after)
     assert after[names[0]] == before[names[0]]  # finished: kept as it was
     assert after[names[1]] == before[names[1]]  # stopped by ASHA: not trained again
     assert [h["epoch"] for h in after[names[2]]] == [0, 1, 2]  # continued, nothing redone
