@@ -264,7 +264,8 @@ def test_sigkilled_sweep_resumes_with_asha_state(tmp_path):
     before = histories()
     rungs_before = ledger.rungs()
     names = sorted(before)
-    assert [len(before[n]) for n in names[:2]] == [3, 1], before
+    # a stopped trial may have run (part of) one more epoch before Tune ended it
+    assert len(before[names[0]]) == 3 and len(before[names[1]]) in (1, 2), before
     assert ledger.stopped() == {names[1]: 1}
     time.sleep(1)
     assert main(["tune", "--resume", str(sweep)]) == 0
@@ -278,9 +279,9 @@ def test_sigkilled_sweep_resumes_with_asha_state(tmp_path):
     assert after[names[2]][: len(before[names[2]])] == before[names[2]]
     # the new weak trial met the rungs recorded before the kill and was stopped at rung 1
     # (with Ray's restore alone it would find empty rungs and train to max_t)
-    assert len(after[names[3]]) == 1, after[names[3]]
+    assert AshaLedger(sweep).stopped() == {names[1]: 1, names[3]: 1}
+    assert len(after[names[3]]) < 3, after[names[3]]
     assert rungs_before == ledger.rungs()[: len(rungs_before)]
-    assert set(AshaLedger(sweep).stopped()) == {names[1], names[3]}
 
 
 @pytest.mark.ray

@@ -90,6 +90,12 @@ class StopOnSignal:
             self._old[sig] = signal.signal(sig, self._handle)
         return self
 
+    def reinstall(self) -> None:
+        """Take the signals back after ``ray.init`` (its core worker installs a C++ SIGTERM
+        handler in the driver that aborts the process)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)

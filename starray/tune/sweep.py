@@ -211,6 +211,7 @@ def _fit(sweep_dir: Path, spec: Any, base: ExperimentConfig, address: str | None
     from starray.tune.console import TrialTable
 
     ensure_ray(address, base)
+    stop.reinstall()
     cpus, gpus, largest = cluster_resources()
     concurrent = concurrent_trials(base, cpus, gpus,
                                    "the Ray cluster" if address else "the local Ray",
