@@ -126,7 +126,7 @@ def _write(tmp_path, name, content):
     ("comments.tbl", "# only\n# comments\n", "unknown format"),
     ("binary.tbl", b"\x00\x01\x02garbage" * 10, "unknown format"),
     ("notime.csv", "flux,err\n" + "1.0,0.1\n" * 30, "no time column"),
-    ("noflux.csv", "time,mag\n" + "1.0,12.1\n" * 30, "no flux column"),
+    ("noflux.csv", "time,counts\n" + "1.0,12.1\n" * 30, "no flux or magnitude column"),
     ("few.tbl", "".join(f"{t} {f} {e}\n" for t, f, e in _rows(12)), "12 points"),
     ("nans.csv", "time,flux\n" + "1.0,nan\n" * 30, "0 points"),
     ("header_only.csv", "time,flux\n", "header row but no data"),
