@@ -14,7 +14,7 @@ from starray.cli import main
 from starray.data.lightcurve_io import write_lightcurve
 from starray.data.synth import CLASS_NAMES, SynthSpec, sample_times
 from starray.export import ModelFileError, export_model, load_model
-from starray.predict import predict_files
+from starray.predict import APERIODIC_CLASSES, predict_files
 from starray.train.checkpoint import CheckpointError
 
 PERIOD = 2.345
@@ -56,7 +56,8 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
     assert [r["format"] for r in rows] == ["ipac", "plain", "csv", "fits"]
     assert len({r["class"] for r in rows}) == 1
     assert all(r["class"] in CLASS_NAMES for r in rows)
-    chosen = np.array([r["chosen_days"] for r in rows])
+    chosen = np.array([r["candidates_days"][int(np.argmax(r["candidate_weights"]))]
+                       for r in rows])
     assert np.all(np.abs(chosen / chosen[0] - 1) < 0.01)
     for r in rows:
         # the periodogram's strongest peak is the true period; the attention picks from these
@@ -64,7 +65,10 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
         assert len(r["candidates_days"]) == len(r["candidate_weights"]) == 4
         assert sum(r["candidate_weights"]) == pytest.approx(1.0, abs=1e-4)
         assert [c for c, _ in r["top3"]][0] == r["class"] and len(r["top3"]) == 3
-        assert r["p1_days"] > 0 and r["p2_days"] > 0
+        if r["class"] in APERIODIC_CLASSES:  # no period: "-" in the table, null in JSON
+            assert r["p1_days"] is r["p2_days"] is r["chosen_days"] is None
+        else:
+            assert r["p1_days"] > 0 and r["chosen_days"] == pytest.approx(chosen[0], rel=0.01)
     with open(tmp_path / "p.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == 4 and table[0]["class"] == rows[0]["class"]
@@ -81,7 +85,9 @@ def test_exported_model_predicts_like_checkpoint(tiny_ckpt, exported, star_files
     b, _ = predict_files(exported.with_suffix(".safetensors"), [star_files["csv"]])
     assert a[0]["class"] == b[0]["class"]
     assert a[0]["probability"] == pytest.approx(b[0]["probability"], rel=1e-5)
-    assert a[0]["chosen_days"] == pytest.approx(b[0]["chosen_days"])
+    assert a[0]["chosen_days"] == (None if b[0]["chosen_days"] is None
+                                   else pytest.approx(b[0]["chosen_days"]))
+    assert a[0]["candidate_weights"] == pytest.approx(b[0]["candidate_weights"], rel=1e-4)
 
 
 def test_predict_cli_reports_and_skips_bad_file(tiny_ckpt, star_files, tmp_path,  # noqa: F811

@@ -44,8 +44,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from astropy.io.registry import UnifiedInputRegistry
 
-from starray.data.lightcurve_columns import ColumnChoice, ColumnError, magnitudes_to_flux, \
-    pick_columns
+from starray.data.lightcurve_columns import (
+    ColumnChoice,
+    ColumnError,
+    magnitudes_to_flux,
+    pick_columns,
+)
 
 MIN_POINTS = 20
 FORMATS = ("tbl", "ipac", "plain", "csv", "ecsv", "fits")  # what write_lightcurve writes
