@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 DPI = 100
 FOLD_COLS = 3
-FOLD_BINS = 50
+FOLD_BINS = 100  # most phase bins of the folded mean
 MAX_SCATTER = 50_000  # points drawn per panel; more are thinned evenly
 COLORS = plt.get_cmap("tab10").colors
 
@@ -31,21 +31,28 @@ def _thin(n: int) -> np.ndarray:
     return np.arange(n) if n <= MAX_SCATTER else np.linspace(0, n - 1, MAX_SCATTER).astype(int)
 
 
+def _marker_size(n: int) -> float:
+    """Bigger dots for sparse curves, smaller for dense ones (points^2)."""
+    return 8.0 if n < 1000 else 4.0 if n < 5000 else 2.0
+
+
 def _fold_panel(ax: plt.Axes, time: np.ndarray, flux: np.ndarray, period: float, k: int,
                 color: tuple, ylim: tuple[float, float]) -> None:
     phase = ((time - time[0]) / period) % 1.0
     keep = _thin(len(time))
+    size = _marker_size(len(time))
     for shift in (0.0, 1.0):
-        ax.scatter(phase[keep] + shift, flux[keep], s=2, alpha=0.3, color="0.35", lw=0,
+        ax.scatter(phase[keep] + shift, flux[keep], s=size, alpha=0.35, color="0.35", lw=0,
                    rasterized=True)
-    idx = np.minimum((phase * FOLD_BINS).astype(int), FOLD_BINS - 1)
-    counts = np.bincount(idx, minlength=FOLD_BINS)
-    sums = np.bincount(idx, weights=flux, minlength=FOLD_BINS)
+    bins = int(np.clip(len(time) // 15, 20, FOLD_BINS))  # ~15 points per bin at least
+    idx = np.minimum((phase * bins).astype(int), bins - 1)
+    counts = np.bincount(idx, minlength=bins)
+    sums = np.bincount(idx, weights=flux, minlength=bins)
     have = counts > 0
-    centers = (np.arange(FOLD_BINS) + 0.5) / FOLD_BINS
-    mean = sums[have] / counts[have]
-    for shift in (0.0, 1.0):
-        ax.plot(centers[have] + shift, mean, color=color, lw=2)
+    centers = (np.arange(bins) + 0.5) / bins
+    mean = sums[have] / counts[have]  # one unbroken line over both cycles
+    ax.plot(np.concatenate([centers[have], centers[have] + 1]), np.tile(mean, 2), color=color,
+            lw=2)
     ax.set_xlim(0, 2)
     ax.set_ylim(*ylim)
     ax.set_title(f"C{k + 1}: folded at {period:.5g} d", fontsize=10, color=color)
@@ -108,12 +115,13 @@ def plot_inspection(time: np.ndarray, flux: np.ndarray, freq: np.ndarray, power:
 
     ax = fig.add_subplot(grid[0, :])
     keep = _thin(len(time))
-    ax.scatter(time[keep], flux[keep], s=3, color="tab:blue", lw=0, alpha=0.6, rasterized=True)
+    ax.scatter(time[keep], flux[keep], s=_marker_size(len(time)), color="tab:blue", lw=0,
+               alpha=0.6, rasterized=True)
     ax.set_ylim(*ylim)
     ax.set_xlabel("time (d)")
     ax.set_ylabel(flux_label)
-    ax.set_title(f"light curve: {len(time):,} points over {time[-1] - time[0]:.4g} d",
-                 fontsize=10)
+    ax.set_title(f"light curve after cleaning: {len(time):,} points over "
+                 f"{time[-1] - time[0]:.4g} d", fontsize=10)
 
     ax = fig.add_subplot(grid[1, :])
     if len(freq):

@@ -340,7 +340,7 @@ def test_no_warning_on_synthetic_stars():
     from starray.data.synth import N_CLASSES, SynthSpec, make_star
 
     rng = np.random.default_rng(0)
-    for rep in range(3):
+    for _ in range(3):
         for label in range(N_CLASSES):
             star = make_star(label, rng, SynthSpec())
             warns = distribution_warnings(star.time, star.flux, TrainingRange()).warnings

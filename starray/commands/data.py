@@ -121,8 +121,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         used.add(name)
         png = plot_inspection(
             t, f, check.freq, check.power, [float(p) for p in feats.cand_days],
-            out / f"{name}.png", f"{Path(path).name}: {lc.fmt}, {len(t):,} points over "
-            f"{check.span_days:.4g} d", notes=lc.notes, warnings=check.warnings,
+            out / f"{name}.png", f"{Path(path).name}: {lc.fmt}, {n_ok:,} points over "
+            f"{check.span_days:.4g} d ({check.points_per_day:.3g}/day)", notes=lc.notes,
+            warnings=check.warnings,
             period_axis=(P_MIN, P_MAX),
             flux_label="relative flux (from mag)" if cols.get("kind") == "mag" else "flux")
         print(f"  wrote {png}")

@@ -99,8 +99,8 @@ class BenchmarkProgress:
     """evaluate's ``progress`` callback: one tqdm bar (stderr) for the benchmark's
     "generating benchmark N/M stars" messages; other messages printed as lines.
 
-    The bar turns itself off when stderr is not a terminal (``disable=None``), so logs get
-    the other lines only."""
+    The bar turns itself off when stderr is not a terminal (``disable=None``); a log then
+    gets the last "generating benchmark M/M stars" line once instead of one per chunk."""
 
     PATTERN = re.compile(r"generating benchmark (\d+)/(\d+) stars")
 
@@ -120,6 +120,8 @@ class BenchmarkProgress:
             self.bar = tqdm(total=total, desc="generating benchmark", unit="star",
                             file=sys.stderr, disable=None, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
+        if self.bar.disable and done >= total:
+            print(message, flush=True)
 
     def close(self) -> None:
         """Close the bar (idempotent)."""
