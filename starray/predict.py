@@ -2,8 +2,10 @@
 
 Each file is read (format sniffed, see :mod:`starray.data.lightcurve_io`), turned into
 model inputs with the candidate settings the model was trained with, and classified.
-A file that cannot be read or processed is reported with the reason and skipped; it
-never stops the others and never gets a made-up prediction.
+A file that cannot be read or processed, or that exceeds a per-file resource limit
+(checked before its periodogram), is reported with the reason and skipped; it never stops
+the others and never gets a made-up prediction. Each classified file carries the
+out-of-distribution warnings of :mod:`starray.data.lightcurve_checks`.
 """
 
 from __future__ import annotations

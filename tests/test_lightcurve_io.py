@@ -279,7 +279,7 @@ def test_registry_takes_a_new_format(tmp_path):
     from starray.data import lightcurve_io as lio
 
     def identify(origin, path, fileobj, *args, **kwargs):
-        return lio._head(fileobj).startswith(b"LC1 ")
+        return lio.file_head(fileobj).startswith(b"LC1 ")
 
     def read(path, columns):
         rows = [line.split() for line in path.read_text().splitlines()[1:]]

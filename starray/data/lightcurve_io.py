@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from astropy.io.registry import UnifiedInputRegistry
@@ -50,11 +50,20 @@ from starray.data.lightcurve_columns import (
     magnitudes_to_flux,
     pick_columns,
 )
+from starray.data.lightcurve_sniff import (
+    NULL_TOKENS,
+    decode_text,
+    file_head,  # noqa: F401 - for identifiers of formats registered elsewhere
+    identify_csv,
+    identify_ecsv,
+    identify_fits,
+    identify_ipac,
+    identify_plain,
+    is_number,
+)
+from starray.data.lightcurve_write import FORMATS, write_lightcurve  # noqa: F401 - public here
 
 MIN_POINTS = 20
-FORMATS = ("tbl", "ipac", "plain", "csv", "ecsv", "fits")  # what write_lightcurve writes
-NULL_TOKENS = {"", "null", "nan", "none", "na", "n/a", "-", "--"}
-HEAD_BYTES = 65536  # identifiers look at this much of a file
 
 
 class LightCurveReadError(ValueError):
@@ -97,74 +106,6 @@ def register_format(name: str, reader: Reader, identifier: Identifier, priority:
 
 def _fail(path: Path, problem: str) -> LightCurveReadError:
     return LightCurveReadError(f"{path}: {problem}")
-
-
-# ----------------------------------------------------------------------------- identifiers
-def _head(fileobj: BinaryIO | None) -> bytes:
-    if fileobj is None:
-        return b""
-    fileobj.seek(0)
-    data = fileobj.read(HEAD_BYTES)
-    fileobj.seek(0)
-    return data
-
-
-def _head_lines(fileobj: BinaryIO | None) -> list[str] | None:
-    """The head as text lines, None for a binary file."""
-    data = _head(fileobj)
-    if b"\x00" in data or data.startswith(b"SIMPLE  ="):
-        return None
-    return _decode(data).splitlines()
-
-
-def _first_row(lines: list[str]) -> str | None:
-    """The first line that is not blank, a ``#`` comment or an IPAC ``\\`` line."""
-    for line in lines:
-        s = line.strip()
-        if s and not s.startswith(("#", "\\")):
-            return s
-    return None
-
-
-def _is_number(tok: str) -> bool:
-    try:
-        float(tok)
-    except ValueError:
-        return tok.strip().lower() in NULL_TOKENS - {""}
-    return True
-
-
-def identify_fits(origin: str, path: Any, fileobj: BinaryIO | None, *args, **kwargs) -> bool:
-    """A FITS file starts with ``SIMPLE  =``."""
-    return _head(fileobj).startswith(b"SIMPLE  =")
-
-
-def identify_ecsv(origin: str, path: Any, fileobj: BinaryIO | None, *args, **kwargs) -> bool:
-    """ECSV starts with ``# %ECSV``."""
-    lines = _head_lines(fileobj)
-    return bool(lines) and lines[0].lstrip().startswith("# %ECSV")
-
-
-def identify_ipac(origin: str, path: Any, fileobj: BinaryIO | None, *args, **kwargs) -> bool:
-    """The first line after ``\\`` comments is a ``|name|`` header row."""
-    lines = _head_lines(fileobj)
-    row = _first_row(lines) if lines and not identify_ecsv(origin, path, fileobj) else None
-    return row is not None and row.startswith("|")
-
-
-def identify_csv(origin: str, path: Any, fileobj: BinaryIO | None, *args, **kwargs) -> bool:
-    """The first row (after ``#`` comments) has a comma."""
-    lines = _head_lines(fileobj)
-    row = _first_row(lines) if lines and not identify_ecsv(origin, path, fileobj) else None
-    return row is not None and not row.startswith("|") and "," in row
-
-
-def identify_plain(origin: str, path: Any, fileobj: BinaryIO | None, *args, **kwargs) -> bool:
-    """The first row (after ``#`` comments) is whitespace-separated: >= 2 words or a number."""
-    lines = _head_lines(fileobj)
-    row = _first_row(lines) if lines and not identify_ecsv(origin, path, fileobj) else None
-    return (row is not None and not row.startswith("|") and "," not in row
-            and (len(row.split()) >= 2 or _is_number(row)))
 
 
 # ----------------------------------------------------------------------------- tables -> curve
@@ -252,7 +193,7 @@ def _table_read(path: Path, fmt: str, source: Any, **kwargs: Any) -> Any:
 
 # ----------------------------------------------------------------------------- text readers
 def _text_lines(path: Path) -> list[str]:
-    return _decode(path.read_bytes()).splitlines()
+    return decode_text(path.read_bytes()).splitlines()
 
 
 def _ipac_types_as_char(lines: list[str]) -> list[str]:
@@ -323,7 +264,7 @@ def _delimited(path: Path, choice: ColumnChoice, fmt: str) -> LightCurve:
     if not rows:
         raise _fail(path, "no data rows (only comments or blank lines)")
     ncol = len(_split(rows[0][1], delimiter))
-    header = not all(_is_number(t) for t in _split(rows[0][1], delimiter))
+    header = not all(is_number(t) for t in _split(rows[0][1], delimiter))
     if header:
         rows = rows[1:]
         if not rows:
@@ -409,13 +350,6 @@ def _read_head(path: Path, n: int = 4096) -> bytes:
     return head
 
 
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
 def sniff_format(path: str | os.PathLike) -> str:
     """The registered format of a file from its content (``ipac``, ``csv``, ...)."""
     path = Path(path)
@@ -456,70 +390,3 @@ def read_lightcurve(path: str | os.PathLike, columns: ColumnChoice | None = None
     path = Path(path)
     fmt = sniff_format(path)
     return REGISTRY.get_reader(fmt, LightCurve)(path, columns or ColumnChoice())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_lightcurve(path: str | os.PathLike, time: np.ndarray, flux: np.ndarray,
-                     err: np.ndarray | None = None, fmt: str = "tbl") -> Path:
-    """Write a light curve as ``tbl``/``ipac`` (IPAC table), ``plain``, ``csv``, ``ecsv``
-    or ``fits``.
-
-    ``plain`` is the reference's sample-data layout: whitespace columns time (days),
-    flux, error under a ``#`` comment header.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt: {fmt!r} is not one of {', '.join(FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.asarray(time, dtype=np.float64)
-    f = np.asarray(flux, dtype=np.float64)
-    if t.shape != f.shape or t.ndim != 1:
-        raise ValueError(f"time and flux must be 1-D arrays of one length, got {t.shape}, "
-                         f"{f.shape}")
-    e = None if err is None else np.asarray(err, dtype=np.float64)
-    if e is not None and e.shape != t.shape:
-        raise ValueError(f"err: shape {e.shape} does not match time {t.shape}")
-    cols = [("time", t), ("flux", f)] + ([("flux_err", e)] if e is not None else [])
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if fmt == "fits":
-        from astropy.io import fits
-
-        hdu = fits.BinTableHDU.from_columns(
-            [fits.Column(name=n.upper(), format="D", array=a) for n, a in cols])
-        hdu.header["TIMEUNIT"] = "d"
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-        return path
-    if fmt == "ecsv":
-        from astropy import units as u
-        from astropy.table import Table
-
-        table = Table({n: a for n, a in cols})
-        table["time"].unit = u.day
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-        return path
-    rows = np.column_stack([a for _, a in cols])
-    if fmt == "csv":
-        body = "\n".join(",".join(f"{v:.10g}" for v in row) for row in rows)
-        _atomic_write_text(path, ",".join(n for n, _ in cols) + "\n" + body + "\n")
-    elif fmt == "plain":
-        header = "# light curve written by starray\n# time(days) flux error\n"
-        body = "\n".join(" ".join(f"{v:.10g}" for v in row) for row in rows)
-        _atomic_write_text(path, header + body + "\n")
-    else:  # IPAC
-        width = 20
-
-        def row_of(items: list[str]) -> str:
-            return "|" + "|".join(s.center(width) for s in items) + "|"
-        header = ["\\ light curve written by starray", "\\ TIMEUNIT = 'd'",
-                  row_of([n for n, _ in cols]), row_of(["double"] * len(cols)),
-                  row_of(["d"] + [""] * (len(cols) - 1)), row_of(["null"] * len(cols))]
-        body = [" " + " ".join(f"{v:.12g}".rjust(width) for v in row) for row in rows]
-        _atomic_write_text(path, "\n".join(header + body) + "\n")
-    return path
