@@ -347,6 +347,15 @@ def test_no_warning_on_synthetic_stars():
             assert warns == [], (label, warns)
 
 
+def test_seconds_hint_below_the_span_limit():
+    from starray.data.lightcurve_checks import TrainingRange, distribution_warnings
+
+    t = np.linspace(0, 8 * 3600, 2000)  # one night in seconds: 28,800 "days"
+    warns = distribution_warnings(t, _sine(t, 3000.0, np.random.default_rng(1)),
+                                  TrainingRange()).warnings
+    assert "is the time column in seconds?" in warns[0]
+
+
 def test_training_range_from_config():
     from starray.data.lightcurve_checks import TrainingRange, distribution_warnings
 

@@ -290,6 +290,8 @@ def test_inspect_reports_bad_files(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert rc == 1 and "exceeds the limit" in err and "nope.tbl: no such file" in err
     assert main(["inspect", str(bad), "--flux-col", "flux", "--mag-col", "m"]) == 2
+    assert main(["inspect", str(bad), "--time-col", "mjd", "--no-plot"]) == 1
+    assert "--time-col 'mjd' is not a column (columns: time, flux)" in capsys.readouterr().err
 
 
 def test_evaluate_progress_is_one_bar(capsys, monkeypatch):
