@@ -77,7 +77,7 @@ class StopOnSignal:
     stop); outside it, :class:`SweepInterrupted` is raised. ``received`` holds the signal.
     """
 
-    def __init__(self, hint: str, mark: str | None, grace_s: float = 45.0) -> None:
+    def __init__(self, hint: str, mark: str | None, grace_s: float = 20.0) -> None:
         self.hint, self.mark, self.grace_s = hint, mark, grace_s
         self.received: int | None = None
         self.in_tune = False
