@@ -34,7 +34,8 @@ class DataConfig:
     points_per_day: float = 75.0
     noise: float = 0.02
     n_candidates: int = 4
-    harmonics: bool = False  # add P/2 and 2P of the best peak as candidates
+    harmonics: bool = True  # add P/2 and 2P of the best peak after the N peaks (N + 2)
+    clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
     generators: int = 2  # size of the data-generation actor pool
     generator_cpus: float = 0.5
     prefetch: int = 4  # batches requested ahead per worker (bounded buffer)
@@ -250,6 +251,8 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("data.noise", d.noise), ("scaling.max_failures", s.max_failures),
     ]:
         _positive(path, value, allow_zero=True)
+    if d.clip_sigma is not None and not d.clip_sigma > 0:
+        raise ConfigError(f"data.clip_sigma: must be > 0 or null (off), got {d.clip_sigma}")
     if d.max_days < d.min_days:
         raise ConfigError(
             f"data.max_days: must be >= data.min_days ({d.min_days}), got {d.max_days}")

@@ -60,7 +60,7 @@ def benchmark_labels(per_class: int) -> np.ndarray:
 
 
 def benchmark_batch(per_class: int, seed: int = 12345, n_candidates: int = 4,
-                    harmonics: bool = False, spec: SynthSpec = SynthSpec(),
+                    harmonics: bool = True, spec: SynthSpec = SynthSpec(),
                     progress: Progress | None = None) -> tuple[Batch, int]:
     """The fixed benchmark set -> (batch, synthetic redraws)."""
     if per_class < 1:
@@ -252,6 +252,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike
         "class_names": list(class_names),
         "benchmark": {"per_class": per_class, "seed": seed, "space": BENCH_SPACE,
                       "chunk": CHUNK, "n_candidates": n_cand, "harmonics": harmonics,
+                      "candidates": int(bench["cand_days"].shape[1]),
                       "spec": dataclasses.asdict(SynthSpec()), "redraws": redraws},
     }
     nonfinite = non_finite_counts(preds)
