@@ -169,9 +169,11 @@ def peak_periods(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = 
             top[:, j] = np.where(masked[rows, top[:, j]] < 0, top[:, 0], top[:, j])
         masked[rows, top[:, j]] = -1.0
     i = np.clip(top, 1, nf - 2)
-    y0 = np.take_along_axis(p, i - 1, 1)
-    y1 = np.take_along_axis(p, i, 1)
-    y2 = np.take_along_axis(p, i + 1, 1)
+    # parabola through the log powers (a Gaussian peak): closer to a sinc^2 peak's top
+    floor = 1e-12
+    y0 = np.log(np.maximum(np.take_along_axis(p, i - 1, 1), floor))
+    y1 = np.log(np.maximum(np.take_along_axis(p, i, 1), floor))
+    y2 = np.log(np.maximum(np.take_along_axis(p, i + 1, 1), floor))
     denom = y0 - 2 * y1 + y2
     ok = (denom < 0) & (top == i)
     shift = np.where(ok, 0.5 * (y0 - y2) / np.where(ok, denom, -1.0), 0.0)
