@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             from datagen_pool import pool_table  # the Ray table (K generators, one consumer)
         except ImportError as e:
-            raise SystemExit(f"--pool: benchmarks/datagen_pool.py has no pool_table ({e})")
+            raise SystemExit(f"--pool: benchmarks/datagen_pool.py has no pool_table ({e})") from e
         res["pool"] = pool_table(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

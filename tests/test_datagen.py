@@ -21,7 +21,7 @@ def test_batched_periodogram_matches_astropy_slow_on_200_stars():
 
     rng = np.random.default_rng(0)
     worst = 0.0
-    for part in range(4):  # 4 cadence templates x 50 stars (short spans keep "slow" quick)
+    for _part in range(4):  # 4 cadence templates x 50 stars (short spans keep "slow" quick)
         sb = synth_batch(rng.integers(0, N_CLASSES, 50), rng, SynthSpec(min_days=5, max_days=7))
         grid = freq_grid(float(sb.time[-1] - sb.time[0]))
         y = zscore(sb.flux)
@@ -69,7 +69,6 @@ def test_same_seed_same_batch_other_index_other_stars_spaces_disjoint():
 
 
 def test_vectorized_ar1_is_the_recursion():
-    rng = np.random.default_rng(4)
     phi, amp = np.array([0.95, 0.99, 0.97]), np.array([0.02, 0.05, 0.08])
     x = ar1(phi, amp, 700, np.random.default_rng(9), block=64)
     e_rng = np.random.default_rng(9)
@@ -80,7 +79,6 @@ def test_vectorized_ar1_is_the_recursion():
         prev = phi * prev + e[:, i]
         ref[:, i] = prev
     np.testing.assert_allclose(x, ref, rtol=1e-9, atol=1e-12)
-    del rng
 
 
 def test_default_cleaning_removes_no_point_of_1000_stars_per_class():
