@@ -83,34 +83,38 @@ def fold_batch(time: np.ndarray, flux_z: np.ndarray, periods: np.ndarray,
     """Mean flux per phase bin of each star (B, M) at each of its periods (B, C):
     (B, C, bins); empty bins interpolated around the circle.
 
-    One weighted bincount gives both the sums and the counts: the weights are
+    One weighted bincount per candidate slot (a loop over the C slots, each over all
+    stars, keeps the working set in cache) gives both sums and counts: the weights are
     flux + K with K a power of two far above any partial sum, so a bin's total is
-    S + K n and n = round(total / K) (exact), S = total - K n.
+    S + K n, n = round(total / K) (exact) and S = total - K n.
     """
     b, c = periods.shape
     m = len(time)
     span = float(time[-1] - time[0])
-    # float32 phases when they are exact enough (<= 1024 cycles: < 0.03 bin of rounding)
+    # float32 phases when they are exact enough (< 1024 cycles: < 0.03 bin of rounding)
     real = np.float32 if span / max(float(periods.min()), 1e-12) < 1024 else np.float64
     magic = real(1.5 * 2.0 ** (23 if real is np.float32 else 52))  # x + magic - magic: round
-    phase = np.multiply.outer((1.0 / periods).astype(real), (time - time[0]).astype(real))
-    phase += real(0.5)
-    whole = phase + magic
-    whole -= magic
-    phase -= whole  # phase - 1/2 in [-1/2, 1/2)
-    phase *= real(bins * (1 - 2.0 ** -20))
-    phase += real(0.5 * bins)
-    idx = phase.astype(np.int32 if real is np.float32 else np.int64)
-    idx += (np.arange(b * c, dtype=idx.dtype) * bins).reshape(b, c, 1)
-    idx = idx.ravel()
+    since = (time - time[0]).astype(real)
     big = 2.0 ** np.ceil(np.log2(4.0 * m * (np.abs(flux_z).max() + 1.0)))
-    weights = np.empty((b, c, m))
-    np.add(flux_z[:, None, :], big, out=weights)
-    total = np.bincount(idx, weights=weights.ravel(), minlength=b * c * bins)
+    weights = (flux_z + big).ravel()
+    row_start = (np.arange(b, dtype=np.int64) * bins)[:, None]
+    total = np.empty((b, c, bins))
+    for j in range(c):
+        phase = np.multiply.outer((1.0 / periods[:, j]).astype(real), since)  # cycles
+        phase += real(0.5)
+        whole = phase + magic
+        whole -= magic
+        phase -= whole  # phase - 1/2 in [-1/2, 1/2)
+        phase *= real(bins * (1 - 2.0 ** -20))
+        phase += real(0.5 * bins)
+        idx = phase.astype(np.int32 if real is np.float32 else np.int64) + row_start
+        total[:, j] = np.bincount(idx.ravel(), weights=weights,
+                                  minlength=b * bins).reshape(b, bins)
+    total = total.reshape(b * c, bins)
     counts = np.rint(total / big)
     total -= counts * big
-    out = (total / np.maximum(counts, 1.0)).reshape(b * c, bins)
-    have = (counts > 0).reshape(b * c, bins)
+    out = total / np.maximum(counts, 1.0)
+    have = counts > 0
     if not have.all():
         _fill_circular(out, have)
     return out.reshape(b, c, bins)
@@ -196,6 +200,9 @@ def check_light_curve(time: np.ndarray, flux: np.ndarray, min_points: int = 20) 
         raise LightCurveError("all points have the same time")
     if not np.ptp(flux) > 0:
         raise LightCurveError("flux is constant")
+    if 2.0 * (time[-1] - time[0]) <= 2.0 * P_MIN:
+        raise LightCurveError(f"spans {time[-1] - time[0]:.3g} d; the period search needs "
+                              f"more than {P_MIN:g} d")
 
 
 def star_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,

@@ -41,13 +41,18 @@ def freq_grid(span: float, samples_per_peak: int = SAMPLES_PER_PEAK) -> FreqGrid
         raise ValueError(f"span: must be > 0 days, got {span}")
     fmax = 1.0 / P_MIN
     fmin = 1.0 / min(2.0 * span, P_MAX)
+    if fmin >= fmax:
+        raise ValueError(f"span: {span:g} d is too short for periods >= {P_MIN} d")
     df = 1.0 / (samples_per_peak * span)
-    return FreqGrid(fmin, df, int(np.ceil((fmax - fmin) / df)) + 1)
+    return FreqGrid(fmin, df, max(3, int(np.ceil((fmax - fmin) / df)) + 1))
 
 
 def _nufft_sums(t: np.ndarray, rows: np.ndarray, fmin: float, df: float, nf: int,
-                eps: float, dtype: str) -> np.ndarray:
-    """sum_j rows[:, j] exp(i 2 pi (fmin + k df) t_j) for k < nf: (R, nf) complex."""
+                eps: float, dtype: str, signed: bool = True) -> np.ndarray:
+    """sum_j rows[:, j] exp(i 2 pi (fmin + k df) t_j) for k < nf: (R, nf) complex.
+
+    ``signed=False`` skips the (-1)^k correction (enough for quantities quadratic in
+    the sums, like each star's power terms)."""
     import finufft
 
     shift = nf // 2  # finufft modes run -nf//2 .. ; heterodyne by the central frequency
@@ -57,6 +62,8 @@ def _nufft_sums(t: np.ndarray, rows: np.ndarray, fmin: float, df: float, nf: int
                         dtype=dtype, upsampfac=1.25, fftw=64)
     plan.setpts(x.astype(np.float32 if dtype == "complex64" else np.float64))
     out = plan.execute(np.ascontiguousarray(rows * phase))
+    if not signed:
+        return out
     if shift % 2:  # undo the pi shift of x: exp(i k pi) = (-1)^k, k = m - shift
         out[:, 0::2] *= -1
     else:
@@ -91,7 +98,7 @@ def lomb_scargle_batch(t: np.ndarray, y: np.ndarray, grid: FreqGrid, eps: float 
     d = np.where(d > 0, d, np.inf)
     a_ss, a_cc, a_cs = (ss / d).astype(real), (cc / d).astype(real), (2 * cs / d).astype(real)
     sums = _nufft_sums(t, (yc / (m * np.sqrt(yy))).astype(real), grid.fmin, grid.df, grid.nf,
-                       eps, "complex64" if single else "complex128")
+                       eps, "complex64" if single else "complex128", signed=False)
     ycos, ysin = sums.real, sums.imag
     power = a_ss * ycos * ycos
     power += a_cc * ysin * ysin
@@ -153,10 +160,10 @@ def peak_periods(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = 
 
     A row with fewer than ``n`` peaks repeats its best one (never random).
     """
-    p = np.atleast_2d(np.asarray(power, dtype=np.float64))
+    p = np.atleast_2d(np.asarray(power))
     b, nf = p.shape
     rows = np.arange(b)
-    masked = np.full((b, nf), -1.0)
+    masked = np.full((b, nf), -1.0, dtype=p.dtype)
     inner = p[:, 1:-1]
     masked[:, 1:-1] = np.where((inner > p[:, :-2]) & (inner >= p[:, 2:]), inner, -1.0)
     top = np.empty((b, n), dtype=np.int64)
@@ -171,9 +178,8 @@ def peak_periods(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = 
     i = np.clip(top, 1, nf - 2)
     # parabola through the log powers (a Gaussian peak): closer to a sinc^2 peak's top
     floor = 1e-12
-    y0 = np.log(np.maximum(np.take_along_axis(p, i - 1, 1), floor))
-    y1 = np.log(np.maximum(np.take_along_axis(p, i, 1), floor))
-    y2 = np.log(np.maximum(np.take_along_axis(p, i + 1, 1), floor))
+    y0, y1, y2 = (np.log(np.maximum(np.take_along_axis(p, j, 1).astype(np.float64), floor))
+                  for j in (i - 1, i, i + 1))
     denom = y0 - 2 * y1 + y2
     ok = (denom < 0) & (top == i)
     shift = np.where(ok, 0.5 * (y0 - y2) / np.where(ok, denom, -1.0), 0.0)
