@@ -21,7 +21,7 @@ from starray.data.features import (
 )
 from starray.data.labels import candidate_match
 from starray.data.seeds import batch_rng
-from starray.data.synth import N_CLASSES, SynthSpec, class_signals, synth_batch
+from starray.data.synth import N_CLASSES, SLOPES, SynthSpec, class_signals, synth_batch
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_days", "label", "p1", "p2",
@@ -86,7 +86,9 @@ def synth_clean(n: int, rng: np.random.Generator, spec: SynthSpec, labels: np.nd
         for label in np.unique(sb.label[bad]):  # rare: a loop over classes
             rows = bad[sb.label[bad] == label]
             f, p1, p2 = class_signals(int(label), sb.time, len(rows), rng)
-            sb.flux[rows] = 1.0 + f + rng.normal(0.0, spec.noise, f.shape)
+            slope = rng.uniform(-1.0, 1.0, len(rows)) * SLOPES[label]
+            sb.flux[rows] = (1.0 + f + np.multiply.outer(slope, sb.time - sb.time[0])
+                             + rng.normal(0.0, spec.noise, f.shape))
             sb.primary[rows], sb.secondary[rows] = p1, p2
         bad = bad[_unusable(sb.flux[bad])]
     if timer:
