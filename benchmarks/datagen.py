@@ -45,6 +45,7 @@ def reference_star(time_, flux, n_candidates: int = 4, periodogram: str = "astro
     nifty-ls call per star (``periodogram="nifty"``, starray's previous pipeline)."""
     from astropy.timeseries import LombScargle
 
+    time_, flux = np.asarray(time_, dtype=np.float64), np.asarray(flux, dtype=np.float64)
     ok = np.isfinite(time_) & np.isfinite(flux)
     order = np.argsort(time_[ok])
     t, f = time_[ok][order], flux[ok][order]
