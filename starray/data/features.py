@@ -166,9 +166,10 @@ class StageTimer:
 
 
 def batch_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
-                   harmonics: bool = True, timer: StageTimer | None = None
-                   ) -> dict[str, np.ndarray]:
+                   harmonics: bool = True, timer: StageTimer | None = None,
+                   single: bool | None = None) -> dict[str, np.ndarray]:
     """Model inputs of stars (B, M) sharing the cleaned, sorted times ``time`` (M,).
+    ``single``: float32 periodogram sums (see :func:`lomb_scargle_batch`).
 
     Returns ``lc`` (B, 1024), ``pgram`` (B, 512), ``folded`` (B, C, 200) and
     ``cand_days`` (B, C), float32, C = :func:`n_total_candidates`.
@@ -176,7 +177,7 @@ def batch_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
     lap = timer.lap if timer else (lambda _stage: None)
     fz = zscore(flux)
     grid = freq_grid(float(time[-1] - time[0]))
-    power = lomb_scargle_batch(time, fz, grid)
+    power = lomb_scargle_batch(time, fz, grid, single=single)
     lap("periodogram")
     freq = grid.freq
     pgram = reduce_batch(power, reduce_plan(freq, PGRAM_BINS))
@@ -211,7 +212,7 @@ def star_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
     """All model inputs for one light curve; raises LightCurveError when impossible."""
     t, f = clean(time, flux, clip_sigma)
     check_light_curve(t, f, min_points)
-    out = batch_features(t, f[None, :], n_candidates, harmonics)
+    out = batch_features(t, f[None, :], n_candidates, harmonics, single=False)  # exact
     return StarFeatures(lc=out["lc"][0], pgram=out["pgram"][0], folded=out["folded"][0],
                         cand_days=out["cand_days"][0])
 
@@ -220,7 +221,7 @@ def star_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
 def lomb_scargle(time: np.ndarray, flux_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frequencies (1/day) and Lomb-Scargle power of one light curve (DESIGN grid)."""
     grid = freq_grid(float(time[-1] - time[0]))
-    return grid.freq, lomb_scargle_batch(time, flux_z, grid)[0]
+    return grid.freq, lomb_scargle_batch(time, flux_z, grid, single=False)[0]
 
 
 def reduce_peaks(freq: np.ndarray, power: np.ndarray, bins: int = PGRAM_BINS) -> np.ndarray:
