@@ -23,11 +23,13 @@ from starray.data.periodogram import (
     peak_periods,
     reduce_batch,
     reduce_plan,
+    refine_peak,
 )
 
 LC_LENGTH = 1024
 PGRAM_BINS = 512
 FOLD_BINS = 200
+REFINE_STEP = 0.01  # refine the best peak where the grid step exceeds 1% of its frequency
 LOGP_LO, LOGP_HI = np.log10(P_MIN), np.log10(P_MAX)
 
 
@@ -182,7 +184,13 @@ def batch_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
     freq = grid.freq
     pgram = reduce_batch(power, reduce_plan(freq, PGRAM_BINS))
     lap("reduce")
-    cands = peak_periods(freq, power, n_candidates, harmonics)
+    cands = peak_periods(freq, power, n_candidates, harmonics=False)
+    coarse = np.flatnonzero(grid.df * cands[:, 0] > REFINE_STEP)  # grid step > 1% of f
+    if len(coarse):
+        cands[coarse, 0] = 1.0 / refine_peak(time, fz[coarse], 1.0 / cands[coarse, 0], grid.df)
+    if harmonics:
+        cands = np.concatenate([cands, cands[:, :1] / 2, cands[:, :1] * 2], axis=1)
+    cands = np.clip(cands, P_MIN / 2, P_MAX * 2)
     lap("candidates")
     folded = fold_batch(time, fz, cands)
     lap("folds")

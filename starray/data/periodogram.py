@@ -195,3 +195,32 @@ def peak_periods(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = 
     if harmonics:
         periods = np.concatenate([periods, periods[:, :1] / 2, periods[:, :1] * 2], axis=1)
     return np.clip(periods, P_MIN / 2, P_MAX * 2)
+
+
+def refine_peak(t: np.ndarray, y: np.ndarray, freq: np.ndarray, df: float, k: int = 5
+                ) -> np.ndarray:
+    """Refine one peak frequency per star (B,) by the exact power of each star (B, M) at
+    ``k`` frequencies spanning +-1/2 grid step around it, then a parabola through the
+    best three: (B,). Costs B x k x M sin/cos (one star's peak each), so it is used for
+    the best peak only, where a coarse grid (long periods, short spans) hurts most."""
+    offsets = np.linspace(-0.5, 0.5, k) * df
+    since = (t - t[0]).astype(np.float32)
+    yc = (y - y.mean(axis=1, keepdims=True)).astype(np.float32)
+    yy = np.maximum((yc.astype(np.float64) ** 2).mean(axis=1), 1e-300)
+    power = np.empty((len(freq), k))
+    for j, off in enumerate(offsets):  # a loop over the k trial offsets, not over stars
+        arg = np.multiply.outer((2 * np.pi * (freq + off)).astype(np.float32), since)
+        cos, sin = np.cos(arg), np.sin(arg)
+        sums = [v.mean(axis=1).astype(np.float64)
+                for v in (cos, sin, yc * cos, yc * sin, cos * cos, cos * sin)]
+        c, s, ycos, ysin, c2, cs = sums
+        cc, ss, csc = c2 - c * c, (1 - c2) - s * s, cs - c * s
+        d = np.maximum(cc * ss - csc * csc, 1e-300)
+        power[:, j] = (ss * ycos**2 + cc * ysin**2 - 2 * csc * ycos * ysin) / (yy * d)
+    best = np.clip(np.argmax(power, axis=1), 1, k - 2)
+    rows = np.arange(len(freq))
+    p0, p1, p2 = (power[rows, best + o] for o in (-1, 0, 1))
+    denom = p0 - 2 * p1 + p2
+    shift = np.where(denom < 0, 0.5 * (p0 - p2) / np.where(denom < 0, denom, -1.0), 0.0)
+    step = offsets[1] - offsets[0]
+    return freq + offsets[best] + np.clip(shift, -1.0, 1.0) * step
