@@ -70,6 +70,14 @@ class MultiBranchStarModelHybrid(nn.Module):
         self.cand_branch = Extractor(2, *args)
         self.cand_score = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.Tanh(),
                                         nn.Linear(emb_dim, 1))
+        # candidate head: candidates see each other and the two global branches before they are
+        # scored (a beater's primary is the shorter of its two peaks; an eclipsing binary's is
+        # twice the strongest): one attention layer over [lc, pgram, cand_1..N] tokens
+        self.cand_context = None
+        if period_head == "candidate":
+            heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
+            self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
+                                                           batch_first=True)
         self.fusion = nn.Sequential(
             nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(merged_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
@@ -90,10 +98,14 @@ class MultiBranchStarModelHybrid(nn.Module):
         b, n, length = folded.shape
         cand_in = torch.stack([folded, cand_logp[..., None].expand(b, n, length)], dim=2)
         cand_emb = self.cand_branch(cand_in.reshape(b * n, 2, length)).reshape(b, n, -1)
+        lc_emb, pg_emb = self.lc_branch(lc), self.pgram_branch(pgram)  # (B, emb)
+        if self.cand_context is not None:
+            tokens = torch.cat([lc_emb[:, None], pg_emb[:, None], cand_emb], dim=1)
+            cand_emb = self.cand_context(tokens)[:, 2:]  # (B, N, emb)
         cand_logits = self.cand_score(cand_emb).squeeze(-1)  # (B, N)
         weights = torch.softmax(cand_logits.float(), dim=1).to(cand_emb.dtype)
         pooled = (weights[..., None] * cand_emb).sum(dim=1)
-        merged = self.fusion(torch.cat([self.lc_branch(lc), self.pgram_branch(pgram), pooled], 1))
+        merged = self.fusion(torch.cat([lc_emb, pg_emb, pooled], 1))
         chosen = cand_logits.argmax(dim=1)  # (B,)
         raw = self.p1_head(merged).squeeze(-1).float()
         out = {
