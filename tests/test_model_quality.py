@@ -117,3 +117,26 @@ def test_regress_head_is_the_reference_and_lr_scales_with_the_batch():
     assert "p1_correction" not in out
     with pytest.raises(ValueError, match="period_head"):
         build_model({**PRESETS["tiny"], "period_head": "both"})
+
+
+@pytest.mark.ray
+def test_budget_stop_ends_a_run_early_and_logs_the_candidate_loss(tmp_path):
+    import ray
+
+    from starray.train.driver import read_history, run_training
+
+    cfg = load_config(None, [
+        "data.stars_per_epoch=128", "data.val_stars=64", "data.batch_size=32",
+        "data.generators=1", "data.generator_cpus=0.5", "data.n_candidates=6",
+        "data.harmonics=true", "train.epochs=6", "train.budget_minutes=0.001",
+        "train.lr_scale_batch=32", "scaling.num_workers=1", "wandb.mode=disabled",
+        f"output_dir={tmp_path}", "name=budget"])
+    try:
+        run_training(cfg)
+    finally:
+        ray.shutdown()
+    hist = read_history(tmp_path / "budget")
+    assert len(hist) == 1  # the first epoch passed the budget
+    h = hist[0]
+    assert h["train_cand"] > 0 and 0 <= h["val_chosen_given_any"] <= 1
+    assert h["lr"] > 0
