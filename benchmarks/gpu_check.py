@@ -35,7 +35,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 T0 = time.perf_counter()
@@ -346,7 +345,8 @@ def print_table(result: dict[str, Any]) -> None:
           f"{'(c) ray/s':>10s} {'x ref':>6s} {'MFLOP/smp':>10s} {'MFU':>6s} {'peak MiB':>9s}")
     for r in result["rows"]:
         print(f"{r['preset']:8s} {r['reference_samples_per_s']:10.1f} "
-              f"{r['ours_samples_per_s']:10.1f} {f(r.get('ours_compiled_samples_per_s'), '10.1f'):>10s} "
+              f"{r['ours_samples_per_s']:10.1f} "
+              f"{f(r.get('ours_compiled_samples_per_s'), '10.1f'):>10s} "
               f"{f(r.get('ray_train_samples_per_s'), '10.1f'):>10s} "
               f"{r['speedup_vs_reference']:6.2f} {r['flops_per_sample'] / 1e6:10.1f} "
               f"{f(r['mfu'], '6.1%'):>6s} {r['peak_memory_mib']:9.0f}")
