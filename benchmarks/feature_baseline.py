@@ -144,7 +144,7 @@ def fit_baseline(train: Batch, seed: int = 0) -> dict[str, Any]:
     clf.fit(x, train["label"])
     match = candidate_match(train["cand_days"], denormalize_period(train["p1"]))
     has = match.any(1)
-    chooser = HistGradientBoostingClassifier(max_iter=200, early_stopping=True,
+    chooser = HistGradientBoostingClassifier(max_iter=150, early_stopping=False,
                                              random_state=seed)
     chooser.fit(x[has], match[has].argmax(1))
     return {"classifier": clf, "chooser": chooser, "feature_names": names,

@@ -56,6 +56,8 @@ class ModelConfig:
     # candidate: p1 = the top-scored candidate's period x a bounded (<= 3%) learned correction;
     # regress: p1 regressed from the fused features (the reference definition)
     period_head: str = "candidate"
+    # one attention layer over [lc, pgram, candidates] before the candidates are scored
+    cand_context: bool = True
 
 
 @dataclass(kw_only=True)

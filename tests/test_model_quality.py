@@ -21,6 +21,15 @@ from starray.train.loop import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a loaded 2-core machine, two threads contend badly."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _times(days: float = 20.0, per_day: float = 75.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(0, days, 1 / per_day)
@@ -78,9 +87,9 @@ def test_losses_are_masked_and_their_gradients_finite():
 
 def test_candidate_head_outputs_the_chosen_period_and_training_lowers_the_candidate_loss():
     torch.manual_seed(0)
-    batch, _ = make_batch(48, 0, 0, 0, n_candidates=6, harmonics=True)
+    batch, _ = make_batch(32, 0, 0, 0, n_candidates=6, harmonics=True)
     cfg = load_config(None, ["train.candidate_weight=1.0"])
-    model = build_model({**PRESETS["tiny"], "period_head": "candidate"})
+    model = build_model({**PRESETS["tiny"], "period_head": "candidate", "cand_context": True})
     x = to_tensors(batch, "cpu")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
@@ -140,3 +149,31 @@ def test_budget_stop_ends_a_run_early_and_logs_the_candidate_loss(tmp_path):
     h = hist[0]
     assert h["train_cand"] > 0 and 0 <= h["val_chosen_given_any"] <= 1
     assert h["lr"] > 0
+
+
+def test_report_has_the_candidate_split_the_baseline_row_and_no_period_for_aperiodic(
+        tiny_ckpt, tmp_path):
+    import json
+
+    from starray.evaluate import EvaluationError, evaluate_checkpoint
+
+    bench = {"per_class": 2, "seed": 12345, "n_candidates": 4, "harmonics": False}
+    row = {"model": "gbt", "accuracy": 0.5, "macro_f1": 0.4, "period_within_1pct": 0.3,
+           "chosen_given_any": 0.6, "n_train": 512, "n_features": 80}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"baseline": row, "benchmark": bench}))
+    m = evaluate_checkpoint(tiny_ckpt, tmp_path / "eval", per_class=2, device="cpu",
+                            baseline=path)
+    assert m["baseline"]["accuracy"] == 0.5
+    burster = next(r for r in m["per_class"] if r["class"] == "burster")
+    assert burster["n_periodic"] == 0 and np.isnan(burster["chosen_given_any"])
+    assert "reported" in m["periods"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| feature baseline | 50.0% | 40.0% | 30.0% | 60.0% |" in report
+    assert "chosen if some" in report
+    line = next(x for x in report.splitlines() if x.startswith("| burster |"))
+    assert line.count("–") >= 6  # every period column of an aperiodic class
+    path.write_text(json.dumps({"baseline": row, "benchmark": {**bench, "seed": 1}}))
+    with pytest.raises(EvaluationError, match="seed"):
+        evaluate_checkpoint(tiny_ckpt, tmp_path / "eval2", per_class=2, device="cpu",
+                            baseline=path)

@@ -58,7 +58,8 @@ class MultiBranchStarModelHybrid(nn.Module):
 
     def __init__(self, emb_dim: int, merged_dim: int, cnn_hidden: int, d_model: int,
                  n_heads: int, n_layers: int, dropout: float, stem_stride: int = 1,
-                 n_classes: int = N_CLASSES, period_head: str = "regress") -> None:
+                 n_classes: int = N_CLASSES, period_head: str = "regress",
+                 cand_context: bool = False) -> None:
         super().__init__()
         if period_head not in PERIOD_HEADS:
             raise ValueError(f"period_head: {period_head!r} is not one of "
@@ -70,11 +71,11 @@ class MultiBranchStarModelHybrid(nn.Module):
         self.cand_branch = Extractor(2, *args)
         self.cand_score = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.Tanh(),
                                         nn.Linear(emb_dim, 1))
-        # candidate head: candidates see each other and the two global branches before they are
+        # cand_context: candidates see each other and the two global branches before they are
         # scored (a beater's primary is the shorter of its two peaks; an eclipsing binary's is
         # twice the strongest): one attention layer over [lc, pgram, cand_1..N] tokens
         self.cand_context = None
-        if period_head == "candidate":
+        if cand_context:
             heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
             self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
                                                            batch_first=True)
