@@ -13,7 +13,8 @@ each printed as it ends (unbuffered):
        on tensors already on the device (``--compile``: torch.compile as well);
    (c) ours fed by the generator pool through Ray Train (``starray.train.driver``), one
        worker; skipped with a note when Ray or nifty-ls is missing, or with ``--quick``;
-   model FLOPs per sample (forward + backward, counted by
+   host syncs in one step of (b) (CUDA sync debug mode); model FLOPs per sample
+   (forward + backward, counted by
    ``torch.utils.flop_counter.FlopCounterMode`` on one step), MFU against ``--peak-tflops``
    (default: 989 dense bf16 for H100/H200; none on CPU), peak memory;
 3. stars/s of the data library in ``--generators`` processes (needs nifty-ls).
@@ -151,6 +152,21 @@ def flops_per_sample(step, x) -> float:
     return counter.get_total_flops() / len(x["label"])
 
 
+def count_syncs(step, x) -> int:
+    """Device-to-host synchronizations in one step (CUDA's sync debug mode, as warnings)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def peak_memory_mib(device: torch.device) -> float:
     """Peak allocated GPU memory (CUDA) or peak RSS of this process (CPU), MiB."""
     if device.type == "cuda":
@@ -189,6 +205,8 @@ def measure_preset(preset: str, args: argparse.Namespace, device: torch.device, 
         torch.cuda.reset_peak_memory_stats(device)
     row["ours_samples_per_s"] = timed(eager, x, args.steps, 3, device, args.max_stage_s)
     row["peak_memory_mib"] = peak_memory_mib(device)
+    if cuda:
+        row["host_syncs_per_step"] = count_syncs(eager, x)
     if args.compile:
         compiled = make_step(torch.compile(model), opt, cfg.train, device, bf16=cuda,
                              reference=False)
