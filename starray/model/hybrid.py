@@ -23,6 +23,7 @@ from starray.data.features import LOGP_HI, LOGP_LO
 from starray.data.synth import N_CLASSES
 
 PERIOD_HEADS = ("candidate", "regress")
+MAX_SLOTS = 16  # candidate slots with their own learned embedding (cand_context)
 MAX_CORRECTION = 0.03  # the candidate head moves the chosen period by at most 3%
 # ... in the model's normalized log10 period units
 CORRECTION_BOUND = float(math.log10(1 + MAX_CORRECTION) / (LOGP_HI - LOGP_LO))
@@ -79,6 +80,8 @@ class MultiBranchStarModelHybrid(nn.Module):
             heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
             self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
                                                            batch_first=True)
+            # which slot a candidate fills: 0 = the strongest peak, ..., then P/2 and 2P
+            self.cand_slot = nn.Embedding(MAX_SLOTS, emb_dim)
         self.fusion = nn.Sequential(
             nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(merged_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
@@ -101,7 +104,8 @@ class MultiBranchStarModelHybrid(nn.Module):
         cand_emb = self.cand_branch(cand_in.reshape(b * n, 2, length)).reshape(b, n, -1)
         lc_emb, pg_emb = self.lc_branch(lc), self.pgram_branch(pgram)  # (B, emb)
         if self.cand_context is not None:
-            tokens = torch.cat([lc_emb[:, None], pg_emb[:, None], cand_emb], dim=1)
+            slots = self.cand_slot(torch.arange(n, device=cand_emb.device).clamp(max=MAX_SLOTS - 1))
+            tokens = torch.cat([lc_emb[:, None], pg_emb[:, None], cand_emb + slots], dim=1)
             cand_emb = self.cand_context(tokens)[:, 2:]  # (B, N, emb)
         cand_logits = self.cand_score(cand_emb).squeeze(-1)  # (B, N)
         weights = torch.softmax(cand_logits.float(), dim=1).to(cand_emb.dtype)
