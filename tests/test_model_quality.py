@@ -108,7 +108,7 @@ def test_candidate_head_outputs_the_chosen_period_and_training_lowers_the_candid
     pred = predict_arrays(model, batch)
     rel = pred["p1_days"] / pred["chosen_days"] - 1
     assert np.all(np.abs(rel) <= 0.031)
-    aperiodic = np.isin(pred["pred"], [9, 10, 13])  # burster, dipper, stochastic
+    aperiodic = np.isin(pred["pred"], [9, 10, 12, 13])  # burster, dipper, trend, stochastic
     assert np.all(np.isnan(pred["period_days"][aperiodic]))
     assert np.all(np.isfinite(pred["period_days"][~aperiodic]))
     truth = denormalize_period(batch["p1"])

@@ -11,8 +11,9 @@ from starray.data.features import denormalize_period
 from starray.data.synth import CLASS_NAMES
 
 INPUT_KEYS = ("lc", "pgram", "folded", "cand_logp")
-# classes whose stars have no primary period (DESIGN section 2): no period is reported for them
-APERIODIC_CLASSES = ("burster", "dipper", "stochastic")
+# classes reported without a period (DESIGN section 2); the same set as starray.predict's:
+# long_term_trend counts as aperiodic (its class is the trend; 70% carry a texture sine)
+APERIODIC_CLASSES = frozenset({"burster", "dipper", "stochastic", "long_term_trend"})
 
 
 def has_period_class(class_names: tuple[str, ...] | list[str]) -> np.ndarray:
