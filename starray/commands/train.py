@@ -38,7 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args)
         if cfg.name is None:
             cfg.name = "default"
-    summary = run_training(cfg, address=args.address, resume=bool(args.resume))
+    summary = run_training(cfg, address=args.address, resume=bool(args.resume),
+                           verbose=args.verbose)
     print()
     print(f"best validation accuracy {summary['best_val_acc']:.3f} (epoch "
           f"{summary['best_epoch'] + 1}), final {summary['final_val_acc']:.3f}, "
@@ -82,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (its saved config, same W&B id)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's logs (workers, Train controller); by default the "
+                        "console shows a progress bar and one line per epoch")
     p.set_defaults(func=cmd_train)
 
     t = sub.add_parser(
