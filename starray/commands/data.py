@@ -80,19 +80,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--format", choices=("tbl", "plain", "csv", "fits"), default="tbl",
                    help="file format: IPAC table (tbl), whitespace columns (plain), csv, fits")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes the same stars (default 0)")
     g.add_argument("--noise", type=float, default=0.02, help="Gaussian flux noise sigma")
     g.add_argument("--balanced", action="store_true", help="cycle through the classes")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("inspect", help="read light curves and show their period candidates")
-    i.add_argument("files", nargs="+")
-    i.add_argument("--candidates", type=int, default=4)
+    i.add_argument("files", nargs="+", metavar="FILE",
+                   help="light-curve files (.tbl IPAC or plain columns, .csv, .fits)")
+    i.add_argument("--candidates", type=int, default=4,
+                   help="number of periodogram peaks to list as candidates (default 4; "
+                        "the harmonics P/2 and 2P of the best are added)")
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser("config", help="print the resolved config and model size",
                        description="Print defaults + --config + --set as YAML; a bad field "
                                    "fails here with its name and allowed values.")
-    c.add_argument("--config")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--config", help="YAML config to resolve (default: the embedded default)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
     c.set_defaults(func=cmd_config)
