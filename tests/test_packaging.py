@@ -64,11 +64,12 @@ def test_installed_package_finds_profiles_template_and_configs(installed, tmp_pa
         "from starray.slurm.profile import load_profile\n"
         "from starray.config import load_config\n"
         "from starray.tune.space import load_space\n"
-        "assert str(p.RESOURCES).startswith(%r), p.RESOURCES\n"
+        f"assert str(p.RESOURCES).startswith({str(installed)!r}), p.RESOURCES\n"
         "print(load_profile('local').partition, load_profile('gpu-example').partition)\n"
         "cfg = load_config('configs/train/gpu-compact.yaml')\n"
-        "print(cfg.model.preset, load_space('configs/tune/tiny.yaml', load_config(None)).metric)\n"
-        "print(p.sbatch_template().is_file())\n" % str(installed)
+        "space = load_space('configs/tune/tiny.yaml', load_config(None))\n"
+        "print(cfg.model.preset, space.metric)\n"
+        "print(p.sbatch_template().is_file())\n"
     )
     out = _run(installed, tmp_path, "-c", code)
     assert out.returncode == 0, out.stderr
