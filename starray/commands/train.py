@@ -75,9 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train with Ray Train on N DDP workers fed by the data-generation actor "
                     "pool. Without --config this runs the embedded default: a local Ray, 2 CPU "
                     "workers, the tiny preset, 10 epochs of 4,096 fresh stars (a few minutes).",
-        epilog="examples:\n  starray train\n  starray train --config configs/train/compact.yaml"
-               " --set scaling.num_workers=4 --set scaling.use_gpu=true --name c1\n"
-               "  starray train --resume runs/c1",
+        epilog="examples:\n  starray train\n"
+               "  starray train --config configs/train/default.yaml --set train.epochs=3 "
+               "--name d3\n"
+               "  starray train --resume runs/d3 --set train.epochs=5\n"
+               "  starray train --config configs/train/gpu-compact.yaml "
+               "--set scaling.num_workers=4 --name c1   # 4 GPUs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR",
