@@ -103,8 +103,10 @@ class ConsoleCallback(UserCallback):
         left = self.max_failures - self.failures + 1
         then = ("Ray Train restarts the worker group from the last checkpoint"
                 if self.max_failures < 0 or left > 0 else "no restarts left")
-        self.board.note.remote(f"[starray] worker rank(s) {ranks} failed ({then}):\n"
-                               f"{str(first).rstrip()}")
+        # Ray hands the callback the bare exception (its traceback stays in the worker's
+        # log; the final error, if any, prints it in full)
+        self.board.note.remote(f"[starray] worker rank(s) {ranks} failed ({then}): "
+                               f"{type(first).__name__}: {str(first).rstrip()}")
 
 
 class WorkerProgress:
