@@ -42,8 +42,10 @@ def format_epoch_line(m: dict[str, Any], epochs: int, eta_s: float | None = None
     """The one line printed per epoch (rank 0's metrics)."""
     line = (f"epoch {int(m['epoch']) + 1}/{epochs}  train_loss {m['train_loss']:.4f}  "
             f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.3f}  "
-            f"cand<1% {m.get('val_cand_within_1pct', float('nan')):.3f}  "
-            f"{m['samples_per_s']:,.0f} samples/s  lr {m['lr']:.2e}")
+            f"cand<1% {m.get('val_cand_within_1pct', float('nan')):.3f}  ")
+    if "val_chosen_given_any" in m:  # the chosen candidate, where any candidate is right
+        line = line[:-2] + f" (chosen|any {m['val_chosen_given_any']:.3f})  "
+    line += f"{m['samples_per_s']:,.0f} samples/s  lr {m['lr']:.2e}"
     if eta_s is not None:
         line += f"  ETA {_fmt_time(eta_s)}"
     return line

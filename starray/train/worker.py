@@ -22,7 +22,14 @@ from starray.model.hybrid import build_model
 from starray.model.inference import to_tensors
 from starray.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from starray.train.data_pool import BatchStream, DataPool
-from starray.train.loop import Schedule, ValAccumulator, build_optimizer, compute_loss, val_metrics
+from starray.train.loop import (
+    Schedule,
+    ValAccumulator,
+    build_optimizer,
+    compute_loss,
+    scaled_lr,
+    val_metrics,
+)
 from starray.train.progress import WorkerProgress, format_epoch_line
 
 
@@ -77,7 +84,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stream = BatchStream(pool, rank, world, cfg.data.prefetch, cfg.data.batch_size,
                          cfg.data.stars_per_epoch)
     steps = stream.steps_per_epoch()
-    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda",
+                                lr=scaled_lr(cfg.train, cfg.data.batch_size * world))
     schedule = Schedule(optimizer, cfg.train, steps)
 
     start_epoch, history = 0, []
@@ -94,9 +102,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bad_epochs = int(state.get("bad_epochs", 0))
         progress.note(f"[starray] resuming at epoch {start_epoch + 1} from the checkpoint of "
                       f"epoch {start_epoch}")
-    if cfg.train.compile:
+    compile_after = cfg.train.compile and cfg.train.compile_order == "after_ddp"
+    if cfg.train.compile and not compile_after:
         model = torch.compile(model)
     ddp_model = ray.train.torch.prepare_model(model)
+    if compile_after:
+        ddp_model = torch.compile(ddp_model)
+    budget_s = 60.0 * cfg.train.budget_minutes
+    t_run = time.perf_counter()
 
     tracker = None
     if is_rank0:
@@ -114,12 +127,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ddp_model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        part_sums = torch.zeros(3, device=device)  # ce, period, cand: on the device until epoch end
         progress.epoch_start(epoch, steps, stream.batch_size * world)
         for step_i, batch in enumerate(stream.epoch(epoch), 1):
             x = to_tensors(batch, device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-                loss, _ = compute_loss(out, x, cfg.train)
+                loss, parts = compute_loss(out, x, cfg.train)
+            part_sums += torch.stack([parts["ce"], parts["period"], parts["cand"]])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -129,10 +144,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss_sum += loss.detach()
             progress.step(step_i, loss.detach())
         train_time = time.perf_counter() - t0
-        train_loss = loss_sum / steps
+        train_loss = torch.cat([loss_sum[None], part_sums]) / steps
         if world > 1:
             dist.all_reduce(train_loss)
             train_loss /= world
+        train_loss, train_parts = train_loss[0], train_loss[1:].tolist()
 
         progress.phase("validating")
         eval_model = _unwrap(ddp_model)  # no DDP collectives: ranks hold unequal val shards
@@ -144,7 +160,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
                     loss, _ = compute_loss(out, x, cfg.train)
-                acc.add(out, x, batch["cand_days"], float(loss))
+                acc.add(out, x, batch["cand_days"], loss)
         vm = val_metrics(_gather(acc.arrays(), world))
         last_val = vm.pop("_arrays")
         schedule.epoch_end(vm["val_loss"])
@@ -157,8 +173,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             bad_epochs += 1
         best_acc = max(best_acc, vm["val_acc"])
         stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
+        over_budget = budget_s > 0 and time.perf_counter() - t_run >= budget_s
+        if world > 1 and budget_s > 0:  # every rank stops after the same epoch
+            flag = torch.tensor(float(over_budget), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over_budget = bool(flag.item())
+        stop = stop or over_budget
         last = epoch == cfg.train.epochs - 1 or stop
         metrics = {"epoch": epoch, "train_loss": float(train_loss), **vm, "lr": schedule.lr,
+                   "train_ce": train_parts[0], "train_period": train_parts[1],
+                   "train_cand": train_parts[2],
                    "samples_per_s": steps * stream.batch_size * world / train_time,
                    "epochs_done": epoch + 1,
                    "epoch_time_s": epoch_times[-1], "best_val_acc": best_acc,
@@ -202,8 +226,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f.unlink()
             os.rmdir(ckpt_dir)
         if stop:
-            progress.note(f"[starray] early stop: val_loss has not improved for {bad_epochs} "
-                          "epochs")
+            if over_budget:
+                progress.note(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of "
+                              f"training used after epoch {epoch + 1}")
+            else:
+                progress.note(f"[starray] early stop: val_loss has not improved for "
+                              f"{bad_epochs} epochs")
             break
 
     if is_rank0 and tracker.active:  # no epoch ran (resumed a finished run)
