@@ -341,7 +341,9 @@ def load_config(path: str | os.PathLike | None = None,
     """Load a YAML config (``None``: the embedded default) and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        from starray.paths import resolve_packaged
+
+        p = resolve_packaged(path)  # configs/... falls back to the packaged copy
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
         try:

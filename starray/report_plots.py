@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 120
 
@@ -132,4 +133,65 @@ def plot_folded(time: np.ndarray, flux: np.ndarray, period: float, path: str | o
     ax.set_ylabel("flux")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Training curves per epoch: losses, validation accuracy, learning rate, throughput.
+
+    ``history`` holds metrics.jsonl rows (``epoch`` counted from 0; shown from 1).
+    """
+    rows = sorted(history, key=lambda r: r["epoch"])
+    epoch = np.array([r["epoch"] + 1 for r in rows], dtype=float)
+
+    def col(key: str) -> np.ndarray:
+        return np.array([r.get(key, np.nan) for r in rows], dtype=float)
+
+    mark = {"marker": "o", "ms": 3.5} if len(rows) <= 40 else {}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    (ax_loss, ax_acc), (ax_lr, ax_rate) = axes
+    ax_loss.plot(epoch, col("train_loss"), color="tab:blue", label="train", **mark)
+    ax_loss.plot(epoch, col("val_loss"), color="tab:orange", label="validation", **mark)
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss (class + period + candidate terms)", fontsize=10)
+    ax_loss.legend(fontsize=8, frameon=False)
+
+    acc = col("val_acc")
+    ax_acc.plot(epoch, acc, color="tab:green", label="val accuracy", **mark)
+    cand = col("val_cand_within_1pct")
+    if np.isfinite(cand).any():
+        ax_acc.plot(epoch, cand, color="tab:purple", ls="--", lw=1.2,
+                    label="best candidate within 1%", **mark)
+    if np.isfinite(acc).any():
+        best = int(np.nanargmax(acc))
+        ax_acc.annotate(f"best {acc[best]:.3f} (epoch {epoch[best]:.0f})",
+                        (epoch[best], acc[best]), xytext=(0, 8), textcoords="offset points",
+                        ha="center", fontsize=8)
+        ax_acc.set_ylim(0, min(1.0, max(0.1, float(np.nanmax(acc)) * 1.2)))
+    ax_acc.axhline(1 / 14, color="gray", ls=":", lw=1, label="chance (1/14)")
+    ax_acc.set_ylabel("fraction")
+    ax_acc.set_title("validation", fontsize=10)
+    ax_acc.legend(fontsize=8, frameon=False, loc="lower right")
+
+    lr = col("lr")
+    ax_lr.plot(epoch, lr, color="tab:red", **mark)
+    if np.all(lr[np.isfinite(lr)] > 0):
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate (end of epoch)")
+    ax_lr.set_title("learning rate", fontsize=10)
+
+    ax_rate.plot(epoch, col("samples_per_s"), color="tab:gray", **mark)
+    ax_rate.set_ylim(bottom=0)
+    ax_rate.set_ylabel("samples/s (all workers)")
+    ax_rate.set_title("training throughput", fontsize=10)
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    if len(epoch):
+        ax_loss.set_xlim(0.5, max(epoch.max(), 1) + 0.5)
+    if title:
+        fig.suptitle(f"{title}: {len(rows)} epoch(s)", fontsize=11)
+    fig.tight_layout()
     return _save(fig, path)

@@ -35,6 +35,27 @@ def slurm_available() -> bool:
         return False
 
 
+SLURM_HINT = ("no local Slurm answers `sinfo`. `make slurm` (as root; installs Debian's "
+              "Slurm and MariaDB packages and starts a 2-node test cluster on this machine) "
+              "enables them.")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say at the start of the run (also under -q) when the Slurm tests will skip."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not slurm_available():
+        reporter.write_line(f"[starray] Slurm tests will skip: {SLURM_HINT}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Repeat the Slurm hint in the summary when Slurm tests were skipped."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    n = sum("slurm" in getattr(r, "keywords", {}) for r in skipped)
+    if n:
+        terminalreporter.write_sep("-", "slurm")
+        terminalreporter.write_line(f"{n} Slurm test(s) skipped: {SLURM_HINT}")
+
+
 @pytest.fixture
 def ray_local():
     """A fresh local Ray with 2 CPUs for one test, shut down afterwards."""

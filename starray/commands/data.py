@@ -151,7 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--format", choices=("tbl", "plain", "csv", "fits"), default="tbl",
                    help="file format: IPAC table (tbl), whitespace columns (plain), csv, fits")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes the same stars (default 0)")
     g.add_argument("--noise", type=float, default=0.02, help="Gaussian flux noise sigma")
     g.add_argument("--balanced", action="store_true", help="cycle through the classes")
     g.set_defaults(func=cmd_generate)

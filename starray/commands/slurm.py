@@ -205,21 +205,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     j = sub.add_parser("jobs", help="jobs submitted from this project, with their state")
     j.add_argument("--output-dir", default="runs", help="where slurm-jobs.jsonl lives")
-    j.add_argument("--limit", type=int, default=50)
-    j.add_argument("--json", action="store_true")
+    j.add_argument("--limit", type=int, default=50,
+                   help="show the newest LIMIT jobs of the registry (default 50)")
+    j.add_argument("--json", action="store_true",
+                   help="print the jobs as JSON (each registry entry with its state, "
+                        "elapsed time and requeues) instead of a table")
     j.set_defaults(func=cmd_jobs)
 
     lg = sub.add_parser("logs", help="print (or follow) a job's log")
-    lg.add_argument("job_id", metavar="JOB")
+    lg.add_argument("job_id", metavar="JOB", help="Slurm job id (as `starray jobs` lists it)")
     lg.add_argument("--follow", "-f", action="store_true", help="until the job ends")
     lg.add_argument("--err", action="store_true", help="stderr instead of stdout")
     lg.add_argument("--task", type=int, default=0, help="task (node) index; 0 is the head")
-    lg.add_argument("--output-dir", default="runs")
+    lg.add_argument("--output-dir", default="runs",
+                    help="folder of runs holding slurm-jobs.jsonl (default: runs)")
     lg.set_defaults(func=cmd_logs)
 
     c = sub.add_parser("cancel", help="cancel a job; its Ray processes end with it")
-    c.add_argument("job_id", metavar="JOB")
-    c.add_argument("--output-dir", default="runs")
+    c.add_argument("job_id", metavar="JOB", help="Slurm job id (as `starray jobs` lists it)")
+    c.add_argument("--output-dir", default="runs",
+                   help="folder of runs holding slurm-jobs.jsonl (default: runs)")
     c.add_argument("--timeout", type=float, default=90, help="seconds to wait for the end")
     c.set_defaults(func=cmd_cancel)
 
@@ -228,9 +233,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = ssub.add_parser("render", help="render slurm/ray-cluster.sbatch from a profile",
                         description="Example: starray slurm render local --cluster-set nodes=2 "
                                     "-o job.sbatch -- train --config configs/x.yaml")
-    r.add_argument("profile")
+    r.add_argument("profile", help="cluster profile: a name in configs/cluster/ (local, "
+                                   "gpu-example) or a YAML path")
     r.add_argument("--cluster-set", dest="cluster_overrides", action="append", default=[],
-                   metavar="KEY=VALUE")
+                   metavar="KEY=VALUE",
+                   help="override a profile key, e.g. --cluster-set nodes=2 (repeatable)")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.add_argument("driver", nargs=argparse.REMAINDER,
                    help="-- train|tune ARGS: the driver command (without --address)")

@@ -38,7 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args)
         if cfg.name is None:
             cfg.name = "default"
-    summary = run_training(cfg, address=args.address, resume=bool(args.resume))
+    summary = run_training(cfg, address=args.address, resume=bool(args.resume),
+                           verbose=args.verbose)
     print()
     print(f"best validation accuracy {summary['best_val_acc']:.3f} (epoch "
           f"{summary['best_epoch'] + 1}), final {summary['final_val_acc']:.3f}, "
@@ -85,14 +86,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train with Ray Train on N DDP workers fed by the data-generation actor "
                     "pool. Without --config this runs the embedded default: a local Ray, 2 CPU "
                     "workers, the tiny preset, 10 epochs of 4,096 fresh stars (a few minutes).",
-        epilog="examples:\n  starray train\n  starray train --config configs/train/compact.yaml"
-               " --set scaling.num_workers=4 --set scaling.use_gpu=true --name c1\n"
-               "  starray train --resume runs/c1",
+        epilog="examples:\n  starray train\n"
+               "  starray train --config configs/train/default.yaml --set train.epochs=3 "
+               "--name d3\n"
+               "  starray train --resume runs/d3 --set train.epochs=5\n"
+               "  starray train --config configs/train/gpu-compact.yaml "
+               "--set scaling.num_workers=4 --name c1   # 4 GPUs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (its saved config, same W&B id)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's logs (workers, Train controller); by default the "
+                        "console shows a progress bar and one line per epoch")
     p.set_defaults(func=cmd_train)
 
     t = sub.add_parser(

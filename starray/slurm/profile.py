@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from starray.config import ConfigError, ExperimentConfig
+from starray.paths import profile_dir, resolve_packaged
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "cluster"
+PROFILE_DIR = profile_dir()  # packaged with starray (starray/resources/configs/cluster)
 
 
 class ProfileError(ConfigError):
@@ -157,7 +158,7 @@ def profile_from_dict(data: dict[str, Any], overrides: list[str] | None = None,
 
 def resolve_profile_path(name_or_path: str) -> Path:
     """``local`` -> configs/cluster/local.yaml; a path is taken as is."""
-    p = Path(name_or_path)
+    p = resolve_packaged(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
             raise ProfileError(f"cluster profile {p} does not exist")

@@ -11,9 +11,10 @@ import shlex
 from pathlib import Path
 
 from starray.config import ConfigError
+from starray.paths import sbatch_template
 from starray.slurm.profile import ClusterProfile
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "ray-cluster.sbatch"
+TEMPLATE = sbatch_template()  # packaged with starray (starray/resources/slurm)
 
 
 def sbatch_options(p: ClusterProfile, job_name: str, output: str) -> list[str]:

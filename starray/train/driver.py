@@ -16,19 +16,26 @@ from typing import Any
 from starray.config import ConfigError, ExperimentConfig, load_config, save_config, validate
 
 
-def ensure_ray(address: str | None, cfg: ExperimentConfig) -> None:
-    """Connect to ``address`` or start a local Ray sized for the run."""
+def ensure_ray(address: str | None, cfg: ExperimentConfig, verbose: bool = True) -> None:
+    """Connect to ``address`` or start a local Ray sized for the run.
+
+    ``verbose=False`` keeps the workers' and the Train controller's logs out of this
+    console (they stay in Ray's log files) and Ray's own INFO/WARNING lines too.
+    """
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **{"log_to_driver": True, **quiet})
         return
     s, d = cfg.scaling, cfg.data
     need = s.num_workers * s.cpus_per_worker + d.generators * d.generator_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), log_to_driver=True,
-             include_dashboard=True)
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=True,
+             **{"log_to_driver": True, **quiet})
 
 
 def check_local_resources(cfg: ExperimentConfig, address: str | None) -> None:
@@ -67,8 +74,11 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
 
 
 def build_trainer(cfg: ExperimentConfig, pool: Any, wandb_id: str,
-                  callbacks: list[Any] | None = None) -> Any:
-    """A TorchTrainer writing into the run folder (storage_path/name = run_dir)."""
+                  callbacks: list[Any] | None = None, progress: Any = None) -> Any:
+    """A TorchTrainer writing into the run folder (storage_path/name = run_dir).
+
+    ``progress``: a :class:`starray.train.progress.ProgressBoard` that rank 0 feeds.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -82,7 +92,7 @@ def build_trainer(cfg: ExperimentConfig, pool: Any, wandb_id: str,
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "run_dir": str(run_dir),
-                           "wandb_id": wandb_id},
+                           "wandb_id": wandb_id, "progress": progress},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker=resources,
                                      placement_strategy=s.placement),
@@ -103,30 +113,37 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
-                 ) -> dict[str, Any]:
-    """Train ``cfg`` with Ray Train; returns a summary (best metrics and file paths)."""
+def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool = False,
+                 verbose: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` with Ray Train; returns a summary (best metrics and file paths).
 
+    The console shows a progress bar and one line per epoch; ``verbose`` adds Ray's logs.
+    """
     from starray.train.data_pool import DataPool, DataSpec
+    from starray.train.progress import Console
 
     check_local_resources(cfg, address)
     meta = prepare_run_dir(cfg, resume)
     run_dir = cfg.run_dir
     t0 = time.time()
-    ensure_ray(address, cfg)
+    ensure_ray(address, cfg, verbose=verbose)
     spec = DataSpec.from_config(cfg)
     pool = DataPool.create(spec, cfg.data.generators, cfg.data.generator_cpus)
     try:
-        print(f"[starray] run folder {run_dir}", flush=True)
-        print(f"[starray] generating the validation set ({cfg.data.val_stars} stars) on "
-              f"{cfg.data.generators} generator(s)...", flush=True)
-        pool.prefill_validation()
-        print(f"[starray] training {cfg.model.preset} on {cfg.scaling.num_workers} worker(s) "
-              f"({'GPU' if cfg.scaling.use_gpu else 'CPU'}), {cfg.train.epochs} epochs of "
-              f"{spec.batches_per_epoch() * spec.batch_size} stars ({cfg.data.mode})",
-              flush=True)
-        trainer = build_trainer(cfg, pool, meta["wandb_id"])
-        trainer.fit()
+        with Console(cfg.train.epochs) as console:
+            console.write(f"[starray] run folder {run_dir}")
+            console.write(f"[starray] generating the validation set ({cfg.data.val_stars} "
+                          f"stars) on {cfg.data.generators} generator(s)...")
+            pool.prefill_validation()
+            console.write(f"[starray] training {cfg.model.preset} on "
+                          f"{cfg.scaling.num_workers} worker(s) "
+                          f"({'GPU' if cfg.scaling.use_gpu else 'CPU'}), {cfg.train.epochs} "
+                          f"epochs of {spec.batches_per_epoch() * spec.batch_size} stars "
+                          f"({cfg.data.mode})")
+            trainer = build_trainer(cfg, pool, meta["wandb_id"],
+                                    callbacks=[console.callback(cfg.scaling.max_failures)],
+                                    progress=console.board)
+            trainer.fit()
     finally:
         pool.shutdown()
     history = read_history(run_dir)

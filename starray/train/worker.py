@@ -30,6 +30,7 @@ from starray.train.loop import (
     scaled_lr,
     val_metrics,
 )
+from starray.train.progress import WorkerProgress, format_epoch_line
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,11 +65,6 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train on this rank. ``config``: cfg (dict), pool (DataPool), run_dir, wandb_id."""
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -78,6 +74,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     is_rank0 = rank == 0
+    progress = WorkerProgress(config.get("progress"), is_rank0)  # console bar (rank 0)
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
@@ -107,9 +104,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         best_acc = float(state.get("best_val_acc", 0.0))
         bad_epochs = int(state.get("bad_epochs", 0))
         best_score = float(state.get("best_score", best_score))
-        if is_rank0:
-            print(f"[starray] resuming at epoch {start_epoch} from the checkpoint of epoch "
-                  f"{start_epoch - 1}", flush=True)
+        progress.note(f"[starray] resuming at epoch {start_epoch + 1} from the checkpoint of "
+                      f"epoch {start_epoch}")
     compile_after = cfg.train.compile and cfg.train.compile_order == "after_ddp"
     if cfg.train.compile and not compile_after:
         model = torch.compile(model)
@@ -136,7 +132,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         part_sums = torch.zeros(3, device=device)  # ce, period, cand: on the device until epoch end
-        for batch in stream.epoch(epoch):
+        progress.epoch_start(epoch, steps, stream.batch_size * world)
+        for step_i, batch in enumerate(stream.epoch(epoch), 1):
             x = to_tensors(batch, device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
@@ -149,6 +146,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach()
+            progress.step(step_i, loss.detach())
         train_time = time.perf_counter() - t0
         train_loss = torch.cat([loss_sum[None], part_sums]) / steps
         if world > 1:
@@ -156,6 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             train_loss /= world
         train_loss, train_parts = train_loss[0], train_loss[1:].tolist()
 
+        progress.phase("validating")
         eval_model = _unwrap(ddp_model)  # no DDP collectives: ranks hold unequal val shards
         eval_model.eval()
         acc = ValAccumulator()
@@ -217,13 +216,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with open(run_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
             tracker.log(metrics, step=epoch)
-            eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
-            print(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}"
-                  f"  val_loss {vm['val_loss']:.4f}  val_acc {vm['val_acc']:.3f}  "
-                  f"cand<1% {vm['val_cand_within_1pct']:.3f} "
-                  f"(chosen|any {vm['val_chosen_given_any']:.3f})  "
-                  f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
-                  f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
+            _write_curves(run_dir, history, tracker, epoch)
+            progress.epoch_end(metrics)
+            if not progress.active:  # otherwise the driver's console prints it
+                eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
+                print(format_epoch_line(metrics, cfg.train.epochs, 0 if stop else eta),
+                      flush=True)
         if is_rank0 and last:
             # before the final report: a Tune scheduler may stop the trial right after it
             _final_plots(run_dir, last_val, tracker, epoch)
@@ -236,16 +234,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f.unlink()
             os.rmdir(ckpt_dir)
         if stop:
-            if is_rank0 and over_budget:
-                print(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of training "
-                      f"used after epoch {epoch + 1}", flush=True)
-            elif is_rank0:
-                print(f"[starray] early stop: val_loss has not improved for {bad_epochs} "
-                      "epochs", flush=True)
+            if over_budget:
+                progress.note(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of "
+                              f"training used after epoch {epoch + 1}")
+            else:
+                progress.note(f"[starray] early stop: val_loss has not improved for "
+                              f"{bad_epochs} epochs")
             break
 
     if is_rank0 and tracker.active:  # no epoch ran (resumed a finished run)
         tracker.finish()
+
+
+def _write_curves(run_dir: Path, history: list[dict[str, Any]], tracker: Any, step: int) -> None:
+    """plots/curves.png (losses, accuracy, lr, throughput per epoch), to file and W&B."""
+    from starray.report_plots import plot_curves
+
+    png = plot_curves(history, run_dir / "plots" / "curves.png", title=run_dir.name)
+    tracker.log_image("train/curves", png, step=step)
 
 
 def _final_plots(run_dir: Path, arrays: dict[str, np.ndarray], tracker: Any, step: int) -> None:

@@ -179,7 +179,9 @@ def check_combinations(spec: SweepSpec, base: ExperimentConfig) -> None:
 
 def load_space(path: str | Path, base: ExperimentConfig) -> SweepSpec:
     """Read and validate a space file against the base config."""
-    path = Path(path)
+    from starray.paths import resolve_packaged
+
+    path = resolve_packaged(path)  # configs/tune/... falls back to the packaged copy
     if not path.exists():
         raise ConfigError(f"--space {path}: no such file")
     data = yaml.safe_load(path.read_text()) or {}
