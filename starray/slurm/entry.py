@@ -245,7 +245,7 @@ class SlurmRayJob:
             return 0
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a 2nd TERM must not cut teardown
-            self._stop_driver([(signal.SIGTERM, 3.0)])
+            self._stop_driver([(signal.SIGTERM, 1.0)])  # scancel: Slurm's KillWait is short
             self._teardown(n, wait_nodes=False)
 
     def _worker(self, node: int) -> None:
@@ -299,7 +299,7 @@ class SlurmRayJob:
         n.down = True
         n.done_file.touch()
         t0 = time.monotonic()
-        rc.stop_node(n.ray, n.tmp, n.address)
+        rc.stop_node(n.ray, n.tmp, n.address, grace_s=5.0 if wait_nodes else 2.0)
         if wait_nodes:  # before a requeue: let the workers leave before Slurm kills them
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and not all(

@@ -239,14 +239,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_node(proc: subprocess.Popen | None, tmp: str, gcs_address: str | None = None) -> None:
+def stop_node(proc: subprocess.Popen | None, tmp: str, gcs_address: str | None = None,
+              grace_s: float = 5.0) -> None:
     """End ``ray start --block`` and every Ray process under ``tmp`` on this node."""
     if proc is not None and proc.poll() is None:
         proc.terminate()
-    kill_ray_processes(tmp, gcs_address)
+    kill_ray_processes(tmp, gcs_address, grace_s=grace_s)
     if proc is not None:
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
