@@ -53,6 +53,11 @@ class ModelConfig:
     n_layers: int | None = None
     dropout: float | None = None
     stem_stride: int | None = None  # >1 shortens the token sequence of each branch
+    # candidate: p1 = the top-scored candidate's period x a bounded (<= 3%) learned correction;
+    # regress: p1 regressed from the fused features (the reference definition)
+    period_head: str = "candidate"
+    # one attention layer over [lc, pgram, candidates] before the candidates are scored
+    cand_context: bool = True
 
 
 @dataclass(kw_only=True)
@@ -68,10 +73,14 @@ class TrainConfig:
     patience: int = 5  # early stopping on validation loss; 0 disables it
     class_weight: float = 1.0
     period_weight: float = 1.0
+    candidate_weight: float = 1.0  # CE of the candidate scores against the matching candidates
     label_smoothing: float = 0.0
     checkpoint_every: int = 1
     bf16: bool = True  # autocast on GPU only
     compile: bool = False
+    compile_order: str = "before_ddp"  # torch.compile the model before or after the DDP wrap
+    lr_scale_batch: int = 0  # >0: lr x (global batch / this), the batch lr was tuned at
+    budget_minutes: float = 0.0  # >0: stop after the epoch that passes this wall-clock budget
 
 
 @dataclass(kw_only=True)
@@ -137,6 +146,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("stream", "fixed"),
     "model.preset": tuple(PRESETS) + ("custom",),
     "train.schedule": ("cosine", "plateau", "none"),
+    "train.compile_order": ("before_ddp", "after_ddp"),
+    "model.period_head": ("candidate", "regress"),
     "scaling.placement": ("PACK", "SPREAD", "STRICT_SPREAD"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
 }
@@ -247,6 +258,8 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("train.weight_decay", t.weight_decay), ("train.warmup_epochs", t.warmup_epochs),
         ("train.grad_clip", t.grad_clip), ("train.patience", t.patience),
         ("train.class_weight", t.class_weight), ("train.period_weight", t.period_weight),
+        ("train.candidate_weight", t.candidate_weight), ("train.lr_scale_batch", t.lr_scale_batch),
+        ("train.budget_minutes", t.budget_minutes),
         ("data.noise", d.noise), ("scaling.max_failures", s.max_failures),
     ]:
         _positive(path, value, allow_zero=True)
