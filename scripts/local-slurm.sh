@@ -126,8 +126,8 @@ SlurmdPort=6818
 SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
-# a requeued job otherwise waits ~120 s for its old credential to expire
-AuthInfo=cred_expire=30
+# a requeued job waits for its old credential to expire (default 120 s) before it may start
+AuthInfo=cred_expire=10
 MpiDefault=none
 MailProg=/bin/true
 # no cgroups in this sandbox: track processes via /proc, no task binding

@@ -191,7 +191,7 @@ def test_requeued_job_resumes_from_checkpoint(tmp_path, monkeypatch):
                       cpus_per_node=1)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     assert job.driver_argv("h:1")[-5:] == ["train", "--name", "r1", "--address", "h:1"]
-    later = SlurmRayJob(**{**job.__dict__, "attempt": 1, "_driver": None})
+    later = job.fresh(attempt=1)
     # no checkpoint yet: a requeued job starts the run afresh
     assert "--resume" not in later.driver_argv("h:1")
     (run / "checkpoints").mkdir(parents=True)
@@ -208,7 +208,7 @@ def test_checkpoint_returns_fresh_delayed_submission(monkeypatch):
                       cpus_per_node=1)
     delayed = job.checkpoint()
     nxt = delayed.function
-    assert nxt is not job and nxt.attempt == 1 and nxt._driver is None
+    assert nxt is not job and nxt.attempt == 1 and nxt._node is None
     assert nxt.argv == job.argv and nxt.kind == "tune"
 
 
@@ -219,10 +219,17 @@ def test_render_sbatch_from_profile(tmp_path):
     text = render_sbatch(p, ["train", "--set", "train.epochs=2", "--name", "rt",
                              "--output-dir", str(tmp_path)])
     assert "#SBATCH --nodes=2" in text and "#SBATCH --time=7" in text
-    assert "#SBATCH --signal=B:USR2@60" in text and "#SBATCH --requeue" in text
+    # USR2 to the tasks (starray.slurm.entry stops, tears down, requeues), not the shell
+    assert "#SBATCH --signal=USR2@60" in text and "#SBATCH --requeue" in text
     assert "module load foo\n" in text
     assert f"STARRAY_RUN_DIR=${{STARRAY_RUN_DIR:-{tmp_path}/rt}}" in text
-    assert "ray_cluster token" in text and "--dashboard-host 127.0.0.1" in text
+    assert "SIGNAL_DELAY_S=${SIGNAL_DELAY_S:-60}" in text
+    # a thin wrapper: one srun of the Python lifecycle, no bring-up or resume rule in bash
+    body = [x for x in text.split("# <<< variables\n", 1)[1].splitlines()
+            if x.strip() and not x.startswith("#")]
+    assert body[0].startswith("eval ") and body[1].startswith("exec srun ")
+    assert "-m starray.slurm.entry" in text and "ray start" not in text
+    assert "--resume" not in "\n".join(body)
     out = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert out.returncode == 0, out.stderr
     with pytest.raises(ConfigError, match="--address is set by the job"):
@@ -237,3 +244,37 @@ def test_render_cli(tmp_path, capsys):
                "train", "--name", "x", "--output-dir", str(tmp_path)])
     assert rc == 0 and "#SBATCH --nodes=2" in out.read_text()
     assert os.access(tmp_path / "x" / "slurm", os.W_OK)
+
+
+def test_readme_slurm_example_fits_the_local_profile():
+    """The README's `starray submit train` command passes the submit-time checks as written
+    against the local Slurm (2 nodes x 1 CPU)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from starray.slurm.submit import plan_job
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Slurm", 1)[1]
+    cmd = re.search(r"^(starray submit train .*?)(?:#|$)", section.replace("\\\n", " "),
+                    re.M).group(1)
+    argv = shlex.split(cmd)[3:]
+    opts = {"--set": [], "--cluster-set": []}
+    it = iter(argv)
+    for a in it:
+        if a in opts:
+            opts[a].append(next(it))
+        else:
+            opts[a] = next(it)
+    p = load_profile(opts["--profile"], opts["--cluster-set"])
+    plan = plan_job("train", p, overrides=opts["--set"], name=opts["--name"],
+                    output_dir="/tmp/starray-readme-check", partitions=CPU_ONLY)
+    assert plan.profile.nodes == 2 and plan.job.signal_delay_s == p.signal_delay_s
+    # and without its cpus_per_worker the error names the numbers and a value that fits
+    sets = [s for s in opts["--set"] if not s.startswith("scaling.cpus_per_worker")]
+    with pytest.raises(ProfileError, match=r"= \d+(\.\d+)? CPUs, but the job has nodes 2 x "
+                                           r"cpus_per_task 1 = 2 .*scaling.cpus_per_worker="):
+        plan_job("train", p, overrides=[*sets, "scaling.cpus_per_worker=1"],
+                 name=opts["--name"], output_dir="/tmp/starray-readme-check",
+                 partitions=CPU_ONLY)

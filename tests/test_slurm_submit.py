@@ -1,12 +1,9 @@
 """`starray submit|jobs|logs|cancel` against the REAL local Slurm (scripts/local-slurm.sh).
 
-Two jobs in all, to stay within a few minutes on 2 CPUs:
-
-* a 1-node job: private cluster (token file 0600, connecting without the token is refused,
-  dashboard on 127.0.0.1 only), then `starray cancel` ends it and its Ray processes;
-* a 2-node job: a 2-node Ray cluster training with one DDP worker per node
-  (STRICT_SPREAD); its time limit is lowered mid-run, so it checkpoints, requeues itself,
-  resumes from the checkpoint with no epoch lost and COMPLETES with a loadable checkpoint.
+One 1-node job here: private cluster (token file 0600, connecting without the token is
+refused, dashboard on 127.0.0.1 only), then `starray cancel` ends it and its Ray processes.
+The time-limit signal, requeue/resume and plain `scancel` are in tests/test_faults_slurm.py
+(which uses the helpers below).
 
 Run under the shared Ray lock: ``flock /tmp/starray-ray.lock .venv/bin/python -m pytest
 tests/test_slurm_submit.py``. Set STARRAY_SLURM_TESTS=0 to skip.
@@ -15,7 +12,6 @@ tests/test_slurm_submit.py``. Set STARRAY_SLURM_TESTS=0 to skip.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import stat
@@ -27,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from starray.cli import main
-from starray.slurm.jobs import FINAL_STATES, find_job, job_state, wait_state
+from starray.slurm.jobs import FINAL_STATES, find_job, job_state
 from starray.slurm.ray_cluster import find_ray_processes
 
 
@@ -175,75 +171,6 @@ def test_private_cluster_and_cancel(out_dir, tmp_path, capsys):
     _wait_for(lambda: not _ray_leftovers(entry, 1), 15, "the job's Ray processes to end")
     with capsys.disabled():
         print(f"\ncancel took {time.time() - t0:.1f} s")
-
-
-def test_two_node_train_requeue_resume(out_dir, capsys):
-    """2 nodes, 1 DDP worker per node; a lowered time limit forces checkpoint+requeue."""
-    epochs = 30  # 1-4 s each: the signal (up to ~40 s after the limit change) lands mid-run
-    t_submit = time.time()
-    job_id = _submit(capsys, [
-        "submit", "train", "--output-dir", str(out_dir), "--name", "r2", *TINY,
-        "--set", f"train.epochs={epochs}", "--set", "scaling.num_workers=2",
-        "--set", "scaling.placement=STRICT_SPREAD",
-        "--cluster-set", "nodes=2", "--cluster-set", "time_min=5",
-        "--cluster-set", "signal_delay_s=90"])
-    entry = find_job(job_id, out_dir)
-    run_dir = Path(entry["run_dir"])
-
-    # once epochs are coming in, lower the limit so that the USR2 lands mid-run (Slurm
-    # checks limits every ~30 s, so 2-3 more epochs are in by then)
-    _wait_for(lambda: len(_epochs(run_dir)) >= 1, 150, "the first epoch")
-    t_start = _started(job_id)
-    limit = math.ceil((time.time() - t_start) / 60) + 1  # end within signal_delay_s
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit}"], check=True)
-    t_update = time.time()
-    _wait_for(lambda: "requeueing" in _log(entry), 90, "the pre-timeout signal")
-    t_signal = time.time()
-    # the requeued attempt gets the full limit again
-    _wait_for(lambda: job_state(job_id) in ("PENDING", "REQUEUED"), 60, "requeue")
-    before = _epochs(run_dir)  # attempt 1 is gone; attempt 2 needs > 30 s to train
-    assert 0 < len(before) < epochs, f"the signal did not land mid-run: {before}"
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=5"], check=True)
-    _wait_for(lambda: "resuming train from" in _log(entry), 180, "the resumed attempt")
-    t_resume = time.time()
-    state = wait_state(job_id, FINAL_STATES, timeout_s=180)
-    t_end = time.time()
-    log = _log(entry)
-    assert state == "COMPLETED", log[-3000:]
-    with capsys.disabled():
-        print(f"\njob {job_id}: signal {t_signal - t_update:.0f} s after the limit change, "
-              f"resumed {t_resume - t_signal:.0f} s after it, total {t_end - t_submit:.0f} s")
-
-    # both attempts ran a 2-node cluster and trained on both nodes
-    assert log.count("Ray cluster up: 2 nodes") == 2
-    assert "Ray Train workers ran on 2 node(s)" in log
-    # resumed from the checkpoint: epochs continue, none lost beyond checkpoint_every=1
-    seen = _epochs(run_dir)
-    assert seen[:len(before)] == before == list(range(len(before))), seen
-    first = seen[len(before)]  # first epoch of the resumed attempt
-    assert before[-1] <= first <= before[-1] + 1, seen  # at most 1 epoch redone, none skipped
-    assert seen[len(before):] == list(range(first, epochs)), seen
-    with capsys.disabled():
-        print(f"attempt 1 trained epochs 0-{before[-1]}, attempt 2 epochs {first}-{epochs - 1}")
-
-    from starray.train.checkpoint import load_checkpoint, model_from_state
-
-    state_last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state_last["epoch"] == epochs - 1
-    model_from_state(state_last)
-    wandb_runs = list((run_dir / "wandb").glob("*run-*"))
-    assert len({p.name.rsplit("-", 1)[-1] for p in wandb_runs}) == 1, wandb_runs  # same W&B id
-
-    assert not _ray_leftovers(entry, 2)
-    capsys.readouterr()
-    assert main(["jobs", "--output-dir", str(out_dir), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    row = next(r for r in rows if r["job_id"] == job_id)
-    assert row["state"] == "COMPLETED" and row["restarts"] == "1"
-    assert main(["logs", job_id, "--output-dir", str(out_dir)]) == 0
-    assert "resuming train from" in capsys.readouterr().out
-    assert main(["logs", job_id, "--output-dir", str(out_dir), "--follow"]) == 0  # ended: returns
-    assert "driver finished" in capsys.readouterr().out
 
 
 def _started(job_id: str) -> float:

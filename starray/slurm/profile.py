@@ -261,11 +261,14 @@ def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
     need = s.num_workers * s.cpus_per_worker + d.generators * d.generator_cpus
     have = p.nodes * p.cpus_per_task
     if need > have:
+        fit = (have - d.generators * d.generator_cpus) / s.num_workers
+        hint = (f"e.g. --set scaling.cpus_per_worker={_floor2(fit):g}" if fit >= 0.05
+                else "lower data.generators or data.generator_cpus")
         raise ProfileError(
             f"scaling.num_workers: the run needs {s.num_workers} workers x {s.cpus_per_worker:g} "
             f"CPUs + data.generators {d.generators} x {d.generator_cpus:g} CPUs = {need:g} CPUs, "
             f"but the job has nodes {p.nodes} x cpus_per_task {p.cpus_per_task} = {have} "
-            "(raise nodes/cpus_per_task or lower the run's CPUs)")
+            f"(raise nodes/cpus_per_task or lower the run's CPUs: {hint})")
     if s.cpus_per_worker > p.cpus_per_task:
         raise ProfileError(f"scaling.cpus_per_worker: {s.cpus_per_worker:g} CPUs per worker do "
                            f"not fit on one node (cpus_per_task={p.cpus_per_task})")
@@ -286,3 +289,8 @@ def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
         if s.gpus_per_worker > p.gpus_per_node:
             raise ProfileError(f"scaling.gpus_per_worker: {s.gpus_per_worker:g} GPUs per worker "
                                f"do not fit on one node (gpus_per_node={p.gpus_per_node})")
+
+
+def _floor2(x: float) -> float:
+    """``x`` rounded down to 2 decimals (a suggestion that really fits)."""
+    return int(x * 100) / 100

@@ -10,13 +10,12 @@ Security: token authentication (``RAY_AUTH_MODE=token``) with a fresh per-job se
 0600 file; the dashboard binds to 127.0.0.1; the Ray client server (which ``ray start``
 always starts when grpc is installed) is token-protected like the GCS.
 
-Also a small CLI used by the job and the sbatch template::
+Also a small CLI, run by the job (starray/slurm/entry.py) in subprocesses so that
+``ray.init`` stays out of the job's own process, and by hand::
 
     python -m starray.slurm.ray_cluster wait --address IP:PORT --nodes N [--timeout S]
     python -m starray.slurm.ray_cluster report --address IP:PORT
-    python -m starray.slurm.ray_cluster token PATH
-    python -m starray.slurm.ray_cluster ports JOBID NODE [--base B]
-    python -m starray.slurm.ray_cluster stop TEMP_DIR [--gcs-port P]
+    python -m starray.slurm.ray_cluster stop TEMP_DIR [--gcs-address IP:PORT]
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from starray.slurm.ports import NodePorts, free_node_ports
+from starray.slurm.ports import NodePorts
 
 TOKEN_FILE = "ray_token"
 
@@ -49,8 +48,17 @@ def write_token(path: str | os.PathLike) -> Path:
     return path
 
 
-def ray_env(token_path: str | os.PathLike, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for every Ray process and driver of the job."""
+NODE_TAG = "STARRAY_RAY_NODE"  # in the environment of every process of one job's Ray node
+MIN_RAY = (2, 52)  # RAY_AUTH_MODE=token exists from Ray 2.52
+
+
+def ray_env(token_path: str | os.PathLike, base: dict[str, str] | None = None,
+            node_tag: str | None = None) -> dict[str, str]:
+    """Environment for every Ray process and driver of the job.
+
+    ``node_tag`` (the node's temp dir) is inherited by every process Ray starts on the node
+    (GCS, raylet, workers, which rename themselves ``ray::...``), so teardown finds them all.
+    """
     env = dict(os.environ if base is None else base)
     env.pop("RAY_AUTH_TOKEN", None)  # the file is the only source
     env.update({
@@ -58,7 +66,35 @@ def ray_env(token_path: str | os.PathLike, base: dict[str, str] | None = None) -
         "RAY_AUTH_TOKEN_PATH": str(token_path),
         "RAY_USAGE_STATS_ENABLED": "0",
     })
+    if node_tag:
+        env[NODE_TAG] = node_tag
     return env
+
+
+class TokenAuthError(RuntimeError):
+    """Token authentication would not be on for the job's Ray cluster."""
+
+
+def check_token_auth(env: dict[str, str], ray_version: str | None = None) -> None:
+    """Fail unless the job's Ray runs with token auth: ray>=2.52, RAY_AUTH_MODE=token, a
+    private non-empty token file. Older Ray ignores RAY_AUTH_MODE (no auth at all)."""
+    if ray_version is None:
+        from importlib.metadata import version
+
+        ray_version = version("ray")
+    parts = tuple(int(x) for x in ray_version.split(".")[:2] if x.isdigit())
+    if parts < MIN_RAY:
+        raise TokenAuthError(
+            f"Ray {ray_version} has no token authentication (RAY_AUTH_MODE=token needs "
+            f"ray>=2.52): the job's cluster would accept anyone; upgrade ray on the nodes")
+    if env.get("RAY_AUTH_MODE") != "token":
+        raise TokenAuthError(f"RAY_AUTH_MODE is {env.get('RAY_AUTH_MODE')!r}, not 'token'")
+    path = Path(env.get("RAY_AUTH_TOKEN_PATH", ""))
+    if not path.is_file() or path.stat().st_size == 0:
+        raise TokenAuthError(f"RAY_AUTH_TOKEN_PATH: no token in {str(path)!r}")
+    if path.stat().st_mode & 0o077:
+        raise TokenAuthError(f"RAY_AUTH_TOKEN_PATH: {path} is readable by others "
+                             f"(mode {oct(path.stat().st_mode & 0o777)}, needs 0600)")
 
 
 def node_ip() -> str:
@@ -138,11 +174,20 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
+def _has_tag(pid: int, tag: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{NODE_TAG}={tag}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def find_ray_processes(tmp: str, gcs_address: str | None = None) -> list[int]:
     """PIDs of the Ray processes of one node of one job, and all their descendants.
 
-    Matched by the job's temp dir (gcs_server, raylet, agents, dashboard, monitors) or, for
-    the Ray client server, by the job's GCS address.
+    Matched by the job's temp dir in the command line (gcs_server, raylet, agents,
+    dashboard), by the node tag in the environment (workers renamed ``ray::...``, even
+    once their parent is gone) or, for the Ray client server, by the job's GCS address.
     """
     table = _proc_table()
     me = os.getpid()
@@ -150,7 +195,8 @@ def find_ray_processes(tmp: str, gcs_address: str | None = None) -> list[int]:
              if pid != me and (f"{tmp}/" in cmd or f"={tmp} " in cmd or cmd.endswith(f"={tmp}")
                                or f" {tmp} " in cmd
                                or (gcs_address and "ray.util.client.server" in cmd
-                                   and f"--address={gcs_address}" in cmd))}
+                                   and f"--address={gcs_address}" in cmd)
+                               or _has_tag(pid, tmp))}
     found = set(roots)
     changed = True
     while changed:
@@ -193,14 +239,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_node(proc: subprocess.Popen | None, tmp: str, gcs_address: str | None = None) -> None:
+def stop_node(proc: subprocess.Popen | None, tmp: str, gcs_address: str | None = None,
+              grace_s: float = 5.0) -> None:
     """End ``ray start --block`` and every Ray process under ``tmp`` on this node."""
     if proc is not None and proc.poll() is None:
         proc.terminate()
-    kill_ray_processes(tmp, gcs_address)
+    kill_ray_processes(tmp, gcs_address, grace_s=grace_s)
     if proc is not None:
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -211,7 +258,11 @@ def stop_node(proc: subprocess.Popen | None, tmp: str, gcs_address: str | None =
 def wait_for_nodes(address: str, nodes: int, timeout_s: float) -> list[str]:
     """Connect to ``address`` and wait until ``nodes`` Ray nodes are alive; their ids."""
     import ray
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
+    if not is_token_auth_enabled():
+        raise TokenAuthError("token authentication is off in this process "
+                             f"(RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE')!r})")
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         deadline = time.time() + timeout_s
@@ -250,12 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--timeout", type=float, default=180)
     r = sub.add_parser("report", help="print the node ids of the Ray Train workers as JSON")
     r.add_argument("--address", required=True)
-    t = sub.add_parser("token", help="write a fresh 0600 token file")
-    t.add_argument("path")
-    p = sub.add_parser("ports", help="print free ports for a node as shell assignments")
-    p.add_argument("job_id", type=int)
-    p.add_argument("node", type=int)
-    p.add_argument("--base", type=int, default=20000)
     s = sub.add_parser("stop", help="end every Ray process under TEMP_DIR on this node")
     s.add_argument("temp_dir")
     s.add_argument("--gcs-address")
@@ -264,13 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(wait_for_nodes(args.address, args.nodes, args.timeout)))
     elif args.cmd == "report":
         print(json.dumps(train_worker_nodes(args.address)))
-    elif args.cmd == "token":
-        write_token(args.path)
-    elif args.cmd == "ports":
-        ports = free_node_ports(args.job_id, args.node, args.base)
-        for key, value in vars(ports).items():
-            print(f"RAY_{key.upper()}_PORT={value}")
-        print(f"RAY_NODE_IP={node_ip()}")
     elif args.cmd == "stop":
         print(kill_ray_processes(args.temp_dir, args.gcs_address))
     return 0

@@ -102,7 +102,8 @@ def plan_job(kind: str, profile: ClusterProfile, *, config: str | None = None,
                       python=profile.interpreter, port_base=profile.ray_port_base,
                       temp_root=profile.ray_temp_root, node_wait_s=profile.node_wait_s,
                       object_store_bytes=(int(profile.object_store_gb * 2**30)
-                                          if profile.object_store_gb else None))
+                                          if profile.object_store_gb else None),
+                      signal_delay_s=profile.signal_delay_s, max_requeues=profile.max_requeues)
     return JobPlan(kind=kind, cfg=cfg, profile=profile, job=job, run_dir=run_dir,
                    output_dir=Path(cfg.output_dir), log_root=run_dir / "slurm",
                    job_name=f"starray-{kind}-{cfg.name}")

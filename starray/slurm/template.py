@@ -18,11 +18,12 @@ TEMPLATE = sbatch_template()  # packaged with starray (starray/resources/slurm)
 
 
 def sbatch_options(p: ClusterProfile, job_name: str, output: str) -> list[str]:
-    """``#SBATCH`` lines for the profile (one task per node, signal to the batch shell)."""
+    """``#SBATCH`` lines for the profile (one task per node; USR2 to the tasks, not the
+    batch shell: ``starray.slurm.entry`` on task 0 stops, tears down and requeues)."""
     opts: dict[str, object] = {
         "job-name": job_name, "partition": p.partition, "nodes": p.nodes,
         "ntasks-per-node": 1, "cpus-per-task": p.cpus_per_task, "time": p.time_min,
-        "signal": f"B:USR2@{p.signal_delay_s}", "requeue": True, "open-mode": "append",
+        "signal": f"USR2@{p.signal_delay_s}", "requeue": True, "open-mode": "append",
         "output": output,
     }
     if p.gpus_per_node:
@@ -77,6 +78,7 @@ def render_sbatch(p: ClusterProfile, driver: list[str], template: Path = TEMPLAT
         "RAY_TEMP_ROOT": p.ray_temp_root,
         "NODE_WAIT_S": str(p.node_wait_s),
         "MAX_REQUEUES": str(p.max_requeues),
+        "SIGNAL_DELAY_S": str(p.signal_delay_s),
         "RAY_OBJECT_STORE_BYTES": str(int(p.object_store_gb * 2**30)) if p.object_store_gb
         else "",
     }
