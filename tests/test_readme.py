@@ -33,7 +33,7 @@ EXPENSIVE = {
     "train": ["tests/test_train.py", "tests/test_console.py"],
     "tune": ["tests/test_tune.py"],
     "submit": ["tests/test_slurm_submit.py"],
-    "logs": ["tests/test_slurm_submit.py"],
+    "logs": ["tests/test_faults_slurm.py"],
     "cancel": ["tests/test_slurm_submit.py"],
     "evaluate": ["tests/test_evaluate.py"],
     "predict": ["tests/test_predict_export.py"],
