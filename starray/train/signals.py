@@ -2,9 +2,10 @@
 
 :func:`run_interruptible` runs the work (``trainer.fit()``, ``tuner.fit()``) in a helper
 thread, so Ray installs none of its own signal handlers, and waits in the main thread.
-On SIGINT or SIGTERM, sent to the process or to its whole process group, it shuts the
-local Ray down (gcs_server, raylet, dashboard, workers, actors), prints the resume
-command and raises :class:`Interrupted`.
+On SIGINT or SIGTERM, sent to the process or to its whole process group, it prints the
+resume command, stops the local Ray (gcs_server, raylet, dashboard, workers, actors) and
+ends the process with exit code 128 + signal; without Ray running it raises
+:class:`Interrupted` instead.
 """
 
 from __future__ import annotations
@@ -29,14 +30,24 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
-def _shutdown_ray() -> None:
-    try:
-        import ray
+def _stop_local_ray() -> bool:
+    """Kill the Ray processes this process started (gcs_server, raylet, dashboard, agents;
+    workers and actors die with their raylet). True if Ray was running here.
 
-        if ray.is_initialized():
-            ray.shutdown()
-    except Exception as e:  # noqa: BLE001 - best effort while stopping
-        print(f"[starray] ray.shutdown failed: {e}", file=sys.stderr, flush=True)
+    Not ``ray.shutdown()``: after a SIGTERM to the whole process group the raylet is
+    already gone and a core worker disconnecting from it aborts (SIGABRT)."""
+    import ray
+    from ray._private import worker as ray_worker
+
+    if not ray.is_initialized():
+        return False
+    node = getattr(ray_worker, "_global_node", None)
+    if node is not None:  # a driver connected to a cluster (address=...) has no processes
+        try:
+            node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+        except Exception as e:  # noqa: BLE001 - best effort while stopping
+            print(f"[starray] stopping Ray: {e}", file=sys.stderr, flush=True)
+    return True
 
 
 def run_interruptible(fn: Callable[[], T], resume_hint: str, what: str = "run") -> T:
@@ -51,7 +62,8 @@ def run_interruptible(fn: Callable[[], T], resume_hint: str, what: str = "run") 
     what : a word for the messages ("training", "sweep").
 
     Returns ``fn``'s result; re-raises its exception. Must be called from the main thread.
-    A second signal while stopping exits at once (``os._exit``).
+    A second signal while stopping exits at once (``os._exit``). With Ray running, a
+    signal ends the process (``os._exit(128 + signum)``) once Ray is down.
     """
     result: dict[str, Any] = {}
     got: list[int] = []
@@ -79,12 +91,14 @@ def run_interruptible(fn: Callable[[], T], resume_hint: str, what: str = "run") 
             pass
         if got:
             name = signal.Signals(got[0]).name
-            print(f"\n[starray] {name}: stopping the {what} and shutting Ray down...",
-                  file=sys.stderr, flush=True)
-            _shutdown_ray()
-            worker.join(timeout=10)
             message = f"{what} stopped by {name}; resume with: {resume_hint}"
+            print(f"\n[starray] {name}: stopping the {what} and shutting Ray down",
+                  file=sys.stderr, flush=True)
             print(f"[starray] {message}", file=sys.stderr, flush=True)
+            if _stop_local_ray():
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(128 + got[0])  # no atexit: Ray's own shutdown would abort here
             raise Interrupted(got[0], message)
     finally:
         for s, h in old.items():
