@@ -287,7 +287,10 @@ def test_driver_killed_mid_checkpoint_then_truncated_last_resumes_identically(tm
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "falling back to the previous checkpoint" in text
-    assert "resuming at epoch 2 from the checkpoint of epoch 1" in text
+    # prev.pt (epoch 1) and Ray's copy of the same last complete checkpoint (epoch 2)
+    # are the candidates: the newest complete one wins
+    assert "resuming from the checkpoint of epoch 2 (unreadable: " in text
+    assert "resuming at epoch 3 from the checkpoint of epoch 2" in text
     assert not list(ckpts.glob(".*"))  # the killed writer's temp file is gone
     hist = read_history(tmp_path / "k")
     assert [h["epoch"] for h in hist] == [0, 1, 2, 3, 4]
