@@ -4,8 +4,9 @@
 thread, so Ray installs none of its own signal handlers, and waits in the main thread.
 On SIGINT or SIGTERM, sent to the process or to its whole process group, it prints the
 resume command, stops the local Ray (gcs_server, raylet, dashboard, workers, actors) and
-ends the process with exit code 128 + signal; without Ray running it raises
-:class:`Interrupted` instead.
+ends the process with exit code 128 + signal (or 1, when a signal to the whole group
+killed the raylet and Ray's core worker exits the process first); without Ray running it
+raises :class:`Interrupted` instead.
 """
 
 from __future__ import annotations
