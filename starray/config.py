@@ -34,7 +34,8 @@ class DataConfig:
     points_per_day: float = 75.0
     noise: float = 0.02
     n_candidates: int = 4
-    harmonics: bool = False  # add P/2 and 2P of the best peak as candidates
+    harmonics: bool = True  # add P/2 and 2P of the best peak after the N peaks (N + 2)
+    clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
     generators: int = 2  # size of the data-generation actor pool
     generator_cpus: float = 0.5
     prefetch: int = 4  # batches requested ahead per worker (bounded buffer)
@@ -53,6 +54,11 @@ class ModelConfig:
     n_layers: int | None = None
     dropout: float | None = None
     stem_stride: int | None = None  # >1 shortens the token sequence of each branch
+    # candidate: p1 = the top-scored candidate's period x a bounded (<= 3%) learned correction;
+    # regress: p1 regressed from the fused features (the reference definition)
+    period_head: str = "candidate"
+    # one attention layer over [lc, pgram, candidates] before the candidates are scored
+    cand_context: bool = True
 
 
 @dataclass(kw_only=True)
@@ -70,10 +76,14 @@ class TrainConfig:
     best_mode: str | None = None  # max | min; unset: inferred from best_metric (BEST_METRICS)
     class_weight: float = 1.0
     period_weight: float = 1.0
+    candidate_weight: float = 1.0  # CE of the candidate scores against the matching candidates
     label_smoothing: float = 0.0
     checkpoint_every: int = 1
     bf16: bool = True  # autocast on GPU only
     compile: bool = False
+    compile_order: str = "before_ddp"  # torch.compile the model before or after the DDP wrap
+    lr_scale_batch: int = 0  # >0: lr x (global batch / this), the batch lr was tuned at
+    budget_minutes: float = 0.0  # >0: stop after the epoch that passes this wall-clock budget
 
 
 @dataclass(kw_only=True)
@@ -140,6 +150,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("stream", "fixed"),
     "model.preset": tuple(PRESETS) + ("custom",),
     "train.schedule": ("cosine", "plateau", "none"),
+    "train.best_metric": ("val_acc", "val_loss", "val_cand_within_1pct", "val_p1_within_1pct",
+                          "val_p1_median_rel_err"),
+    "train.compile_order": ("before_ddp", "after_ddp"),
+    "model.period_head": ("candidate", "regress"),
     "scaling.placement": ("PACK", "SPREAD", "STRICT_SPREAD"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
 }
@@ -147,7 +161,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Metrics an epoch reports that can define "best", and the direction inferred for each.
 BEST_METRICS: dict[str, str] = {
     "val_acc": "max", "val_loss": "min", "val_p1_within_1pct": "max",
-    "val_cand_within_1pct": "max", "val_p1_median_rel_err": "min", "train_loss": "min",
+    "val_cand_within_1pct": "max", "val_p1_median_rel_err": "min",
 }
 
 _SECTIONS = {
@@ -257,9 +271,13 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("train.weight_decay", t.weight_decay), ("train.warmup_epochs", t.warmup_epochs),
         ("train.grad_clip", t.grad_clip), ("train.patience", t.patience),
         ("train.class_weight", t.class_weight), ("train.period_weight", t.period_weight),
+        ("train.candidate_weight", t.candidate_weight), ("train.lr_scale_batch", t.lr_scale_batch),
+        ("train.budget_minutes", t.budget_minutes),
         ("data.noise", d.noise), ("scaling.max_failures", s.max_failures),
     ]:
         _positive(path, value, allow_zero=True)
+    if d.clip_sigma is not None and not d.clip_sigma > 0:
+        raise ConfigError(f"data.clip_sigma: must be > 0 or null (off), got {d.clip_sigma}")
     if d.max_days < d.min_days:
         raise ConfigError(
             f"data.max_days: must be >= data.min_days ({d.min_days}), got {d.max_days}")

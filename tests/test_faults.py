@@ -133,8 +133,8 @@ def _resumed_schedule(old: list[str], new: list[str], steps: int, done_epochs: i
     state, opt_state = sched.state_dict(), opt.state_dict()
     cfg2 = load_config(None, new)
     opt2 = build_optimizer(model, cfg2.train)
+    sched2 = Schedule(opt2, cfg2.train, steps)  # as the worker: before the state is loaded
     opt2.load_state_dict(opt_state)
-    sched2 = Schedule(opt2, cfg2.train, steps)
     sched2.load_state_dict(state)
     return before, sched2, cfg2
 

@@ -24,16 +24,19 @@ def gather(obj: Any, world: int) -> list[Any]:
 
 def train_epoch(ddp_model: torch.nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
                 schedule: Schedule, train_cfg: Any, device: torch.device, use_bf16: bool,
-                steps: int, world: int) -> tuple[float, float]:
-    """Train over ``batches``; returns (mean train loss over ranks, seconds)."""
+                steps: int, world: int) -> tuple[float, list[float], float]:
+    """Train over ``batches``; returns (mean train loss over ranks, its parts [ce, period,
+    cand], seconds)."""
     ddp_model.train()
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
+    part_sums = torch.zeros(3, device=device)  # ce, period, cand: on the device until epoch end
     for batch in batches:
         x = to_tensors(batch, device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-            loss, _ = compute_loss(out, x, train_cfg)
+            loss, parts = compute_loss(out, x, train_cfg)
+        part_sums += torch.stack([parts["ce"], parts["period"], parts["cand"]])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if train_cfg.grad_clip > 0:
@@ -42,11 +45,11 @@ def train_epoch(ddp_model: torch.nn.Module, batches: Any, optimizer: torch.optim
         schedule.step()
         loss_sum += loss.detach()
     seconds = time.perf_counter() - t0
-    train_loss = loss_sum / steps
+    train_loss = torch.cat([loss_sum[None], part_sums]) / steps
     if world > 1:
         dist.all_reduce(train_loss)
         train_loss /= world
-    return float(train_loss), seconds
+    return float(train_loss[0]), train_loss[1:].tolist(), seconds
 
 
 def validate(eval_model: torch.nn.Module, batches: Any, train_cfg: Any, device: torch.device,
@@ -62,7 +65,7 @@ def validate(eval_model: torch.nn.Module, batches: Any, train_cfg: Any, device: 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
                 loss, _ = compute_loss(out, x, train_cfg)
-            acc.add(out, x, batch["cand_days"], float(loss))
+            acc.add(out, x, batch["cand_days"], loss)
     vm = val_metrics(gather(acc.arrays(), world))
     arrays = vm.pop("_arrays")
     return vm, arrays

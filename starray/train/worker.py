@@ -16,6 +16,7 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 
 from starray.config import from_dict, resolved_model
 from starray.data.synth import CLASS_NAMES
@@ -25,7 +26,7 @@ from starray.train.best import BestTracker
 from starray.train.checkpoint import CheckpointManager, load_checkpoint
 from starray.train.data_pool import BatchStream, DataPool
 from starray.train.epoch import gather, train_epoch, validate
-from starray.train.loop import Schedule, build_optimizer
+from starray.train.loop import Schedule, build_optimizer, scaled_lr
 from starray.train.state import TrainState
 
 
@@ -72,7 +73,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stream = BatchStream(pool, rank, world, cfg.data.prefetch, cfg.data.batch_size,
                          cfg.data.stars_per_epoch)
     steps = stream.steps_per_epoch()
-    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda",
+                                lr=scaled_lr(cfg.train, cfg.data.batch_size * world))
     schedule = Schedule(optimizer, cfg.train, steps)
     ts = TrainState(model=model, optimizer=optimizer, schedule=schedule,
                     best=BestTracker.from_config(cfg.train), config=cfg.to_dict(),
@@ -87,9 +89,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             print(f"[starray] resuming at epoch {ts.epoch + 2} from the checkpoint of epoch "
                   f"{ts.epoch + 1}", flush=True)
     del state
-    if cfg.train.compile:
+    compile_after = cfg.train.compile and cfg.train.compile_order == "after_ddp"
+    if cfg.train.compile and not compile_after:
         model = torch.compile(model)
     ddp_model = ray.train.torch.prepare_model(model)
+    if compile_after:
+        ddp_model = torch.compile(ddp_model)
+    budget_s = 60.0 * cfg.train.budget_minutes
+    t_run = time.perf_counter()
 
     tracker = None
     if is_rank0:
@@ -106,18 +113,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     best = ts.best
     for epoch in range(ts.epoch + 1, cfg.train.epochs):
         t0 = time.perf_counter()
-        train_loss, train_time = train_epoch(ddp_model, stream.epoch(epoch), optimizer,
+        train_loss, train_parts, train_time = train_epoch(ddp_model, stream.epoch(epoch), optimizer,
                                              schedule, cfg.train, device, use_bf16, steps,
                                              world)
         vm, last_val = validate(_unwrap(ddp_model), stream.validation(), cfg.train, device,
                                 use_bf16, world)
         schedule.epoch_end(vm["val_loss"])
         metrics = {"epoch": epoch, "train_loss": train_loss, **vm, "lr": schedule.lr,
+                   "train_ce": train_parts[0], "train_period": train_parts[1],
+                   "train_cand": train_parts[2],
                    "samples_per_s": steps * stream.batch_size * world / train_time,
                    "epochs_done": epoch + 1}
         improved = best.update(metrics)
         epoch_times.append(time.perf_counter() - t0)
-        stop = best.should_stop
+        over_budget = budget_s > 0 and time.perf_counter() - t_run >= budget_s
+        if world > 1 and budget_s > 0:  # every rank stops after the same epoch
+            flag = torch.tensor(float(over_budget), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over_budget = bool(flag.item())
+        stop = best.should_stop or over_budget
         last = epoch == cfg.train.epochs - 1 or stop
         metrics.update(epoch_time_s=epoch_times[-1], best_metric=best.metric,
                        best_value=best.value, best_epoch=best.epoch)
@@ -135,7 +149,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
             print(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {train_loss:.4f}"
                   f"  val_loss {vm['val_loss']:.4f}  val_acc {vm['val_acc']:.3f}  "
-                  f"cand<1% {vm['val_cand_within_1pct']:.3f}  "
+                  f"cand<1% {vm['val_cand_within_1pct']:.3f} "
+                  f"(chosen|any {vm['val_chosen_given_any']:.3f})  "
                   f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
                   f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
         if is_rank0 and last:
@@ -150,7 +165,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics)
         if stop:
-            if is_rank0:
+            if is_rank0 and over_budget:
+                print(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of training "
+                      f"used after epoch {epoch + 1}", flush=True)
+            elif is_rank0:
                 print(f"[starray] early stop: {best.metric} has not improved for "
                       f"{best.bad_epochs} epochs (best {best.value:.4f}, epoch "
                       f"{best.epoch + 1})", flush=True)
