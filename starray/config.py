@@ -71,9 +71,9 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (with warmup) | plateau | none
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
-    patience: int = 5  # early stopping on validation loss; 0 disables it
-    best_metric: str = "val_acc"
-    best_mode: str = "max"
+    patience: int = 5  # early stopping: epochs without a better best_metric; 0 disables it
+    best_metric: str = "val_acc"  # the one "best" rule: best.pt, early stopping, summaries
+    best_mode: str | None = None  # max | min; unset: inferred from best_metric (BEST_METRICS)
     class_weight: float = 1.0
     period_weight: float = 1.0
     candidate_weight: float = 1.0  # CE of the candidate scores against the matching candidates
@@ -96,6 +96,7 @@ class ScalingConfig:
     gpus_per_worker: float = 1.0
     placement: str = "PACK"  # PACK | SPREAD | STRICT_SPREAD
     max_failures: int = 3  # worker-group restarts from the last checkpoint
+    start_timeout_s: float = 60.0  # the worker group must be scheduled within this (3 tries)
 
 
 @dataclass(kw_only=True)
@@ -151,11 +152,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("cosine", "plateau", "none"),
     "train.best_metric": ("val_acc", "val_loss", "val_cand_within_1pct", "val_p1_within_1pct",
                           "val_p1_median_rel_err"),
-    "train.best_mode": ("max", "min"),
     "train.compile_order": ("before_ddp", "after_ddp"),
     "model.period_head": ("candidate", "regress"),
     "scaling.placement": ("PACK", "SPREAD", "STRICT_SPREAD"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
+}
+
+# Metrics an epoch reports that can define "best", and the direction inferred for each.
+BEST_METRICS: dict[str, str] = {
+    "val_acc": "max", "val_loss": "min", "val_p1_within_1pct": "max",
+    "val_cand_within_1pct": "max", "val_p1_median_rel_err": "min",
 }
 
 _SECTIONS = {
@@ -258,6 +264,7 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("data.prefetch", d.prefetch), ("train.epochs", t.epochs), ("train.lr", t.lr),
         ("train.checkpoint_every", t.checkpoint_every), ("scaling.num_workers", s.num_workers),
         ("scaling.cpus_per_worker", s.cpus_per_worker), ("data.min_days", d.min_days),
+        ("scaling.start_timeout_s", s.start_timeout_s),
     ]:
         _positive(path, value)
     for path, value in [
@@ -287,6 +294,13 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
             f"model.n_heads: {dims['n_heads']} does not divide model.d_model={dims['d_model']}")
     if not 0 <= dims["dropout"] < 1:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {dims['dropout']}")
+    if t.best_metric not in BEST_METRICS:
+        raise ConfigError(f"train.best_metric: {t.best_metric!r} is not one of "
+                          f"{', '.join(BEST_METRICS)}")
+    if t.best_mode is None:
+        t.best_mode = BEST_METRICS[t.best_metric]
+    elif t.best_mode not in ("max", "min"):
+        raise ConfigError(f"train.best_mode: {t.best_mode!r} is not one of max, min")
     if s.use_gpu:
         _positive("scaling.gpus_per_worker", s.gpus_per_worker)
     if available_cpus is not None:

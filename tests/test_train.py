@@ -12,6 +12,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+import torch
 
 from starray.cli import main
 from starray.config import load_config
@@ -60,7 +61,7 @@ def test_fixed_mode_reshuffles_one_dataset(ray_local):
     pool.shutdown()
 
 
-def test_two_workers_train_checkpoint_resume_and_wandb(tmp_path):
+def test_two_workers_train_checkpoint_resume_and_wandb(tmp_path, capsys):
     import ray
 
     from starray.tracking import offline_runs
@@ -80,12 +81,30 @@ def test_two_workers_train_checkpoint_resume_and_wandb(tmp_path):
     steps = 256 // 32 // 2
     assert state["optimizer"]["state"][0]["step"] == pytest.approx(3 * steps)
     assert (run / "plots" / "confusion.png").stat().st_size > 10_000
+    # one best rule (train.best_metric, default val_acc) for best.pt and the summary
+    best = max(hist, key=lambda h: h["val_acc"])
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == best["epoch"]
+    assert summary["best_epoch"] == best["epoch"] and summary["best_metric"] == "val_acc"
+    # each rank has its own RNG stream (dropout), saved per rank
+    assert len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
 
-    # resume: continues at epoch 3 with the optimizer state, same W&B id
-    assert main(["train", "--resume", str(run), "--set", "train.epochs=5"]) == 0
+    # an unsafe change is refused, naming the key, before Ray starts
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "model.d_model=32"]) == 2
+    assert "model.d_model: cannot change on --resume" in capsys.readouterr().err
+
+    # resume: continues at epoch 3 with the optimizer state, same W&B id; a new lr and
+    # more epochs are applied (said so), the schedule continues without a jump
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=5",
+                 "--set", "train.lr=1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: train.epochs 3 -> 5" in out and "resume: train.lr 0.002 -> 0.001" in out
     ray.shutdown()
     hist = read_history(run)
     assert [h["epoch"] for h in hist] == [0, 1, 2, 3, 4]
+    assert hist[3]["lr"] == pytest.approx(0.5 * hist[2]["lr"])  # new base, multiplier kept
+    assert hist[4]["lr"] == pytest.approx(0.05 * 1e-3)  # the re-planned cosine's floor
     state2 = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state2["optimizer"]["state"][0]["step"] == pytest.approx(5 * steps)
     assert state2["wandb_id"] == state["wandb_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from starray.config import load_config
 
@@ -29,8 +30,13 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Run (or resume) a training run and print where its results are."""
-    from starray.train.driver import load_run_config, run_training
+    """Run (or resume) a training run and print where its results are.
+
+    Ctrl-C or SIGTERM (to the process or its group) shuts the local Ray down and prints
+    the ``starray train --resume`` command that continues the run."""
+    from starray.train.checkpoint import CheckpointError
+    from starray.train.driver import TrainingError, load_run_config, run_training
+    from starray.train.signals import Interrupted, run_interruptible
 
     if args.resume:
         cfg = load_run_config(args.resume, args.overrides)
@@ -38,12 +44,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args)
         if cfg.name is None:
             cfg.name = "default"
-    summary = run_training(cfg, address=args.address, resume=bool(args.resume),
-                           verbose=args.verbose)
+    try:
+        summary = run_interruptible(
+            lambda: run_training(cfg, address=args.address,
+                                 resume=bool(args.resume), verbose=args.verbose),
+            resume_hint=f"starray train --resume {cfg.run_dir}", what="training")
+    except Interrupted as e:
+        return e.exit_code
+    except (TrainingError, CheckpointError) as e:
+        print(f"starray train: error: {e}", file=sys.stderr)
+        print(f"starray train: the run can be resumed with: starray train --resume "
+              f"{cfg.run_dir}", file=sys.stderr)
+        return 1
     print()
-    print(f"best validation accuracy {summary['best_val_acc']:.3f} (epoch "
-          f"{summary['best_epoch'] + 1}), final {summary['final_val_acc']:.3f}, "
-          f"{summary['epochs_run']} epochs, {summary['wall_s']:.0f} s")
+    if summary["best_epoch"] is None:
+        print(f"no epoch to run (the run has {summary['epochs_run']} of "
+              f"{cfg.train.epochs} epochs)")
+    else:
+        final = summary["final"].get(summary["best_metric"])
+        print(f"best {summary['best_metric']} {summary['best_value']:.4f} (epoch "
+              f"{summary['best_epoch'] + 1}, {summary['best_mode']}), final {final:.4f}, "
+              f"{summary['epochs_run']} epochs, {summary['wall_s']:.0f} s")
     for key in ("best_checkpoint", "last_checkpoint", "metrics", "plots"):
         print(f"  {key:16s} {summary[key]}")
     print(f"  {'wandb run id':16s} {summary['wandb_id']} (files under {summary['run_dir']}/wandb)")

@@ -10,6 +10,7 @@ spaces can never produce the same stream, whatever the epochs and indexes are:
 | fixed | the fixed-mode (and files-mode) dataset | 0 |
 | validation | the run's one validation set | 0 |
 | benchmark | the `starray evaluate` benchmark | 0 |
+| worker | each training rank's torch/numpy RNG (dropout) | 0 (index: the rank) |
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-SPACES: dict[str, int] = {"train": 0, "fixed": 1, "validation": 2, "benchmark": 3}
+SPACES: dict[str, int] = {"train": 0, "fixed": 1, "validation": 2, "benchmark": 3, "worker": 4}
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:

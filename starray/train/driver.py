@@ -13,7 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from starray.config import ConfigError, ExperimentConfig, load_config, save_config, validate
+from starray.config import (
+    BEST_METRICS,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    save_config,
+    validate,
+)
 
 
 def ensure_ray(address: str | None, cfg: ExperimentConfig, verbose: bool = True) -> None:
@@ -52,11 +59,23 @@ def check_local_resources(cfg: ExperimentConfig, address: str | None) -> None:
                     f"machine has {torch.cuda.device_count()}")
 
 
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user can act on (message says which)."""
+
+
+# Worker-group (re)starts Ray Train may retry after a start timeout before giving up
+# (Ray's default, -1, retries forever: a run that cannot be scheduled hangs).
+START_RETRIES = 2
+
+
 def prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
     """Create (or reopen) the run folder; returns run.json (W&B id, name)."""
+    from starray.train.checkpoint import CheckpointManager
+
     run_dir = cfg.run_dir
     meta_path = run_dir / "run.json"
-    has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
+    ckpts = CheckpointManager(run_dir)
+    has_ckpt = ckpts.last.exists() or ckpts.prev.exists()
     if has_ckpt and not resume:
         raise ConfigError(
             f"name: run folder {run_dir} already holds checkpoints; continue it with "
@@ -89,6 +108,8 @@ def build_trainer(cfg: ExperimentConfig, pool: Any, wandb_id: str,
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     run_dir = cfg.run_dir
+    # read by Ray Train's controller (propagated from the driver's environment)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(s.start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "run_dir": str(run_dir),
@@ -98,7 +119,8 @@ def build_trainer(cfg: ExperimentConfig, pool: Any, wandb_id: str,
                                      placement_strategy=s.placement),
         run_config=RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent),
-            failure_config=FailureConfig(max_failures=s.max_failures),
+            failure_config=FailureConfig(max_failures=s.max_failures,
+                                         controller_failure_limit=START_RETRIES),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or None,
         ),
@@ -119,6 +141,7 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
 
     The console shows a progress bar and one line per epoch; ``verbose`` adds Ray's logs.
     """
+    from starray.train.best import best_row
     from starray.train.data_pool import DataPool, DataSpec
     from starray.train.progress import Console
 
@@ -143,17 +166,25 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
             trainer = build_trainer(cfg, pool, meta["wandb_id"],
                                     callbacks=[console.callback(cfg.scaling.max_failures)],
                                     progress=console.board)
-            trainer.fit()
+            try:
+                trainer.fit()
+            except Exception as e:
+                raise training_error(e, cfg) from e
     finally:
         pool.shutdown()
     history = read_history(run_dir)
-    best = max(history, key=lambda h: h["val_acc"]) if history else {}
+    t = cfg.train
+    best = best_row(history, t.best_metric, t.best_mode)
     summary = {
         "run_dir": str(run_dir),
         "epochs_run": len(history),
+        "best_metric": t.best_metric,
+        "best_mode": t.best_mode,
+        "best_value": best.get(t.best_metric),
         "best_val_acc": best.get("val_acc"),
         "best_epoch": best.get("epoch"),
         "final_val_acc": history[-1]["val_acc"] if history else None,
+        "final": {k: history[-1].get(k) for k in BEST_METRICS} if history else {},
         "best_checkpoint": str(run_dir / "checkpoints" / "best.pt"),
         "last_checkpoint": str(run_dir / "checkpoints" / "last.pt"),
         "metrics": str(run_dir / "metrics.jsonl"),
@@ -165,13 +196,55 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
     return summary
 
 
-def load_run_config(run_dir: str | os.PathLike, overrides: list[str] | None = None
-                    ) -> ExperimentConfig:
-    """The saved config of a run folder, pinned to that folder (for --resume)."""
+def training_error(e: BaseException, cfg: ExperimentConfig) -> BaseException:
+    """A Ray Train failure as an error a user can act on, or ``e`` itself.
+
+    A worker group that never started (resources): TrainingError with what the run needs
+    and what the cluster has. A checkpoint that could not be written or read: its own
+    message (which file, how much space)."""
+    from ray.train import ControllerError, WorkerGroupError
+
+    from starray.train.checkpoint import CheckpointError
+
+    if isinstance(e, ControllerError):
+        cause = e.controller_failure
+        if type(cause).__name__ == "WorkerGroupStartupTimeoutError":
+            import ray
+
+            s = cfg.scaling
+            need = f"{s.num_workers} workers x {s.cpus_per_worker:g} CPU"
+            if s.use_gpu:
+                need += f" + {s.gpus_per_worker:g} GPU"
+            have = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+            total = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+            return TrainingError(
+                f"scaling: the training workers ({need}) could not be scheduled within "
+                f"scaling.start_timeout_s={s.start_timeout_s:g} s, {START_RETRIES + 1} "
+                f"times; the cluster has {total} of which {have} are free (the data "
+                f"generators take {cfg.data.generators} x {cfg.data.generator_cpus:g} CPU)."
+                " Lower scaling.num_workers / scaling.cpus_per_worker / data.generators.")
+    if isinstance(e, WorkerGroupError):
+        for err in e.worker_failures.values():
+            base = getattr(err, "_base_exc", err)
+            if isinstance(base, CheckpointError):
+                return type(base)(str(base))
+    return e
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides: list[str] | None = None,
+                    log: Any = print) -> ExperimentConfig:
+    """The saved config of a run folder plus ``overrides``, pinned to that folder.
+
+    The resume contract (:func:`starray.train.resume.resume_changes`) refuses unsafe
+    changes with a ConfigError naming the key and prints each change it applies."""
+    from starray.train.resume import resume_changes
+
     run_dir = Path(run_dir).expanduser().resolve()
     path = run_dir / "config.yaml"
     if not path.exists():
         raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
+    saved = load_config(path)
     cfg = load_config(path, overrides)
+    resume_changes(saved, cfg, log=log)
     cfg.name, cfg.output_dir = run_dir.name, str(run_dir.parent)
     return cfg

@@ -124,14 +124,29 @@ def cosine_warmup(step: int, total: int, warmup: int) -> float:
 
 
 class Schedule:
-    """cosine (per step, with warmup) | plateau (per epoch, on val loss) | none."""
+    """cosine (per step, with warmup) | plateau (per epoch, on val loss) | none.
+
+    The base lr is always this run's ``train.lr``. On a resume (``load_state_dict``):
+
+    - a new ``train.lr`` replaces the base lr from the resume point on; the schedule's
+      multiplier there is kept (cosine: where the curve was; plateau: the reductions so
+      far; none: the new lr as it is);
+    - a new ``train.epochs`` (or a new number of steps per epoch, e.g. other
+      ``scaling.num_workers``) re-plans the rest of the cosine: from its value at the resume
+      point down to 5% of the base lr at the new last step, so the lr never jumps. A resume
+      inside the warmup keeps the warmup and plans the cosine over the new total.
+    """
+
+    FLOOR = 0.05
 
     def __init__(self, optimizer: torch.optim.Optimizer, train_cfg: Any, steps_per_epoch: int):
         self.kind = train_cfg.schedule
         self.optimizer = optimizer
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]  # before any state is loaded
+        self.steps_per_epoch = steps_per_epoch
         self.total = train_cfg.epochs * steps_per_epoch
         self.warmup = int(train_cfg.warmup_epochs * steps_per_epoch)
+        self.anchor_step, self.anchor_mult = self.warmup, 1.0  # where the cosine starts
         self.step_count = 0
         self.plateau = None
         if self.kind == "plateau":
@@ -139,9 +154,20 @@ class Schedule:
                                                                       patience=2)
         self._apply()
 
+    def multiplier(self, step: int) -> float:
+        """Cosine multiplier at ``step``: linear warmup, then from ``anchor_mult`` at
+        ``anchor_step`` down to FLOOR at ``total`` (equals :func:`cosine_warmup` unless
+        re-planned by a resume)."""
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        a = self.anchor_step
+        progress = min(1.0, max(0, step - a) / max(1, self.total - a))
+        cos = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.FLOOR + (self.anchor_mult - self.FLOOR) * cos
+
     def _apply(self) -> None:
         if self.kind == "cosine":
-            mult = cosine_warmup(self.step_count, self.total, self.warmup)
+            mult = self.multiplier(self.step_count)
             for g, base in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = base * mult
 
@@ -163,14 +189,39 @@ class Schedule:
     def state_dict(self) -> dict[str, Any]:
         """Primitives only (safe for weights_only loading)."""
         return {"step_count": self.step_count, "base_lrs": list(self.base_lrs),
-                "plateau": self.plateau.state_dict() if self.plateau else None}
+                "plateau": self.plateau.state_dict() if self.plateau else None,
+                "total": self.total, "warmup": self.warmup,
+                "steps_per_epoch": self.steps_per_epoch,
+                "anchor_step": self.anchor_step, "anchor_mult": self.anchor_mult}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from ``state_dict``."""
-        self.step_count = int(state["step_count"])
-        self.base_lrs = list(state["base_lrs"])
+        """Restore from ``state_dict`` under this run's config (see the class docstring).
+
+        Call after ``optimizer.load_state_dict`` (the plateau lr is rescaled from it)."""
+        saved_steps = int(state["step_count"])
+        saved_base = list(state["base_lrs"])
+        spe = int(state.get("steps_per_epoch") or self.steps_per_epoch)
+        step = saved_steps if spe == self.steps_per_epoch else \
+            round(saved_steps / spe) * self.steps_per_epoch
+        if "total" in state:  # the multiplier at the resume point, under the saved plan
+            then = Schedule.__new__(Schedule)
+            then.warmup, then.total = int(state["warmup"]), int(state["total"])
+            then.anchor_step, then.anchor_mult = (int(state["anchor_step"]),
+                                                  float(state["anchor_mult"]))
+            replan = (then.total, spe) != (self.total, self.steps_per_epoch)
+            if replan and step >= self.warmup:
+                self.anchor_step, self.anchor_mult = step, then.multiplier(saved_steps)
+            elif not replan:
+                self.anchor_step, self.anchor_mult = then.anchor_step, then.anchor_mult
+        self.step_count = step
         if self.plateau is not None and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
+        if self.kind == "plateau":
+            for g, old, new in zip(self.optimizer.param_groups, saved_base, self.base_lrs):
+                g["lr"] = g["lr"] * new / old
+        elif self.kind == "none":
+            for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = base
         self._apply()
 
 

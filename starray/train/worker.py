@@ -1,10 +1,12 @@
-"""The per-worker training function that Ray Train runs on every DDP rank."""
+"""The per-worker training function that Ray Train runs on every DDP rank.
+
+build (model, optimizer, schedule, stream) -> restore the newest checkpoint -> for each
+epoch: train, validate, update the best rule, checkpoint (rank 0), report.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,18 +21,14 @@ import torch.distributed as dist
 from starray.config import from_dict, resolved_model
 from starray.data.synth import CLASS_NAMES
 from starray.model.hybrid import build_model
-from starray.model.inference import to_tensors
-from starray.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from starray.train import rng
+from starray.train.best import BestTracker
+from starray.train.checkpoint import CheckpointManager, load_checkpoint
 from starray.train.data_pool import BatchStream, DataPool
-from starray.train.loop import (
-    Schedule,
-    ValAccumulator,
-    build_optimizer,
-    compute_loss,
-    scaled_lr,
-    val_metrics,
-)
+from starray.train.epoch import gather, train_epoch, validate
+from starray.train.loop import Schedule, build_optimizer, scaled_lr
 from starray.train.progress import WorkerProgress, format_epoch_line
+from starray.train.state import TrainState
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -38,31 +36,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def restore_state(run_dir: Path) -> dict[str, Any] | None:
-    """Newest complete checkpoint: the run's last.pt on disk, or Ray's reported one."""
-    candidates = []
-    disk = run_dir / "checkpoints" / "last.pt"
-    if disk.exists():
-        try:
-            candidates.append(load_checkpoint(disk))
-        except CheckpointError as e:
-            print(f"[starray] ignoring unreadable {disk}: {e}", flush=True)
-    ray_ckpt = ray.train.get_checkpoint()
-    if ray_ckpt is not None:
-        with ray_ckpt.as_directory() as d:
-            try:
-                candidates.append(load_checkpoint(Path(d) / "checkpoint.pt"))
-            except CheckpointError as e:
-                print(f"[starray] ignoring Ray checkpoint: {e}", flush=True)
-    return max(candidates, key=lambda s: s["epoch"]) if candidates else None
+def _ray_candidate() -> list[tuple[str, Any]]:
+    """Ray's reported checkpoint as a (name, loader) candidate for the manager."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return []
 
+    def load() -> dict[str, Any]:
+        with ckpt.as_directory() as d:
+            return load_checkpoint(Path(d) / "checkpoint.pt")
 
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1 or not dist.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+    return [("Ray's checkpoint", load)]
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -77,35 +61,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress = WorkerProgress(config.get("progress"), is_rank0)  # console bar (rank 0)
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)
+    manager = CheckpointManager(run_dir)
 
     dims = resolved_model(cfg.model)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(dims).to(device)
+    rng.seed_rank(cfg.seed, rank)  # then each rank its own dropout stream
     stream = BatchStream(pool, rank, world, cfg.data.prefetch, cfg.data.batch_size,
                          cfg.data.stars_per_epoch)
     steps = stream.steps_per_epoch()
     optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda",
                                 lr=scaled_lr(cfg.train, cfg.data.batch_size * world))
     schedule = Schedule(optimizer, cfg.train, steps)
-
-    start_epoch, history = 0, []
-    best_loss, best_acc, bad_epochs = float("inf"), 0.0, 0
-    # best.pt follows train.best_metric / best_mode (the rule sweeps rank trials by)
-    best_sign = 1.0 if cfg.train.best_mode == "max" else -1.0
-    best_score = float("-inf")
-    state = restore_state(run_dir)
+    ts = TrainState(model=model, optimizer=optimizer, schedule=schedule,
+                    best=BestTracker.from_config(cfg.train), config=cfg.to_dict(),
+                    model_dims=dims, wandb_id=config["wandb_id"])
+    if is_rank0:
+        manager.clean_stale()
+        manager.check_space()
+    state = manager.newest(_ray_candidate(), log=progress.note if is_rank0 else lambda _m: None)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
-        history = list(state.get("history", []))
-        best_loss = float(state.get("best_val_loss", best_loss))
-        best_acc = float(state.get("best_val_acc", 0.0))
-        bad_epochs = int(state.get("bad_epochs", 0))
-        best_score = float(state.get("best_score", best_score))
-        progress.note(f"[starray] resuming at epoch {start_epoch + 1} from the checkpoint of "
-                      f"epoch {start_epoch}")
+        ts.restore(state, rank, str(manager.folder))
+        progress.note(f"[starray] resuming at epoch {ts.epoch + 2} from the checkpoint of "
+                      f"epoch {ts.epoch + 1}")
+    del state
     compile_after = cfg.train.compile and cfg.train.compile_order == "after_ddp"
     if cfg.train.compile and not compile_after:
         model = torch.compile(model)
@@ -120,103 +99,52 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from starray.tracking import init_tracker
 
         metrics_path = run_dir / "metrics.jsonl"
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in ts.history))
         tracker = init_tracker(cfg.wandb.mode, cfg.wandb.project, run_dir, config["wandb_id"],
                                cfg.name or run_dir.name, cfg.to_dict(), "train",
                                cfg.wandb.group, cfg.wandb.entity, cfg.wandb.tags)
 
     use_bf16 = cfg.train.bf16 and device.type == "cuda"
     epoch_times: list[float] = []
-    for epoch in range(start_epoch, cfg.train.epochs):
-        ddp_model.train()
+    best = ts.best
+    for epoch in range(ts.epoch + 1, cfg.train.epochs):
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        part_sums = torch.zeros(3, device=device)  # ce, period, cand: on the device until epoch end
         progress.epoch_start(epoch, steps, stream.batch_size * world)
-        for step_i, batch in enumerate(stream.epoch(epoch), 1):
-            x = to_tensors(batch, device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-                loss, parts = compute_loss(out, x, cfg.train)
-            part_sums += torch.stack([parts["ce"], parts["period"], parts["cand"]])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach()
-            progress.step(step_i, loss.detach())
-        train_time = time.perf_counter() - t0
-        train_loss = torch.cat([loss_sum[None], part_sums]) / steps
-        if world > 1:
-            dist.all_reduce(train_loss)
-            train_loss /= world
-        train_loss, train_parts = train_loss[0], train_loss[1:].tolist()
-
+        train_loss, train_parts, train_time = train_epoch(
+            ddp_model, stream.epoch(epoch), optimizer, schedule, cfg.train, device, use_bf16,
+            steps, world, on_step=progress.step)
         progress.phase("validating")
-        eval_model = _unwrap(ddp_model)  # no DDP collectives: ranks hold unequal val shards
-        eval_model.eval()
-        acc = ValAccumulator()
-        with torch.no_grad():
-            for batch in stream.validation():
-                x = to_tensors(batch, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-                    loss, _ = compute_loss(out, x, cfg.train)
-                acc.add(out, x, batch["cand_days"], loss)
-        vm = val_metrics(_gather(acc.arrays(), world))
-        last_val = vm.pop("_arrays")
+        vm, last_val = validate(_unwrap(ddp_model), stream.validation(), cfg.train, device,
+                                use_bf16, world)
         schedule.epoch_end(vm["val_loss"])
+        metrics = {"epoch": epoch, "train_loss": train_loss, **vm, "lr": schedule.lr,
+                   "train_ce": train_parts[0], "train_period": train_parts[1],
+                   "train_cand": train_parts[2],
+                   "samples_per_s": steps * stream.batch_size * world / train_time,
+                   "epochs_done": epoch + 1}
+        improved = best.update(metrics)
         epoch_times.append(time.perf_counter() - t0)
-
-        improved = vm["val_loss"] < best_loss
-        if improved:
-            best_loss, bad_epochs = vm["val_loss"], 0
-        else:
-            bad_epochs += 1
-        best_acc = max(best_acc, vm["val_acc"])
-        is_best = best_sign * vm[cfg.train.best_metric] > best_score
-        if is_best:
-            best_score = best_sign * vm[cfg.train.best_metric]
-        stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
         over_budget = budget_s > 0 and time.perf_counter() - t_run >= budget_s
         if world > 1 and budget_s > 0:  # every rank stops after the same epoch
             flag = torch.tensor(float(over_budget), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             over_budget = bool(flag.item())
-        stop = stop or over_budget
+        stop = best.should_stop or over_budget
         last = epoch == cfg.train.epochs - 1 or stop
-        metrics = {"epoch": epoch, "train_loss": float(train_loss), **vm, "lr": schedule.lr,
-                   "train_ce": train_parts[0], "train_period": train_parts[1],
-                   "train_cand": train_parts[2],
-                   "samples_per_s": steps * stream.batch_size * world / train_time,
-                   "epochs_done": epoch + 1,
-                   "epoch_time_s": epoch_times[-1], "best_val_acc": best_acc,
-                   "best_val_loss": best_loss}
-        history.append(metrics)
+        metrics.update(epoch_time_s=epoch_times[-1], best_metric=best.metric,
+                       best_value=best.value, best_epoch=best.epoch)
+        ts.epoch = epoch
+        ts.history.append(metrics)
 
-        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or is_best
-        ckpt_dir = None
+        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or improved
+        rng_states = gather(rng.capture(), world) if save else []
+        if is_rank0 and save:
+            manager.save(ts.payload(rng_states), is_best=improved)
         if is_rank0:
-            if save:
-                state = {
-                    "model": _unwrap(ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": schedule.state_dict(), "epoch": epoch, "config": cfg.to_dict(),
-                    "model_dims": dims, "class_names": list(CLASS_NAMES), "history": history,
-                    "best_val_loss": best_loss, "best_val_acc": best_acc,
-                    "bad_epochs": bad_epochs, "wandb_id": config["wandb_id"],
-                    "best_score": best_score,
-                }
-                last_path = save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if is_best:
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
-                ckpt_dir = tempfile.mkdtemp(prefix="starray-ckpt-")
-                os.link(last_path, Path(ckpt_dir) / "checkpoint.pt")
             with open(run_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
             tracker.log(metrics, step=epoch)
-            _write_curves(run_dir, history, tracker, epoch)
+            _write_curves(run_dir, ts.history, tracker, epoch)
             progress.epoch_end(metrics)
             if not progress.active:  # otherwise the driver's console prints it
                 eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
@@ -225,33 +153,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if is_rank0 and last:
             # before the final report: a Tune scheduler may stop the trial right after it
             _final_plots(run_dir, last_val, tracker, epoch)
-            tracker.summary({"best_val_acc": best_acc, "best_val_loss": best_loss})
+            tracker.summary({f"best_{best.metric}": best.value, "best_epoch": best.epoch})
             tracker.finish()
-        checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-        if ckpt_dir:
-            for f in Path(ckpt_dir).iterdir():
-                f.unlink()
-            os.rmdir(ckpt_dir)
+        if is_rank0 and save:
+            with manager.staged_for_ray(epoch) as folder:
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(
+                    str(folder)))
+        else:
+            ray.train.report(metrics)
         if stop:
             if over_budget:
                 progress.note(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of "
                               f"training used after epoch {epoch + 1}")
             else:
-                progress.note(f"[starray] early stop: val_loss has not improved for "
-                              f"{bad_epochs} epochs")
+                progress.note(f"[starray] early stop: {best.metric} has not improved for "
+                              f"{best.bad_epochs} epochs (best {best.value:.4f}, epoch "
+                              f"{best.epoch + 1})")
             break
 
     if is_rank0 and tracker.active:  # no epoch ran (resumed a finished run)
         tracker.finish()
-
-
-def _write_curves(run_dir: Path, history: list[dict[str, Any]], tracker: Any, step: int) -> None:
-    """plots/curves.png (losses, accuracy, lr, throughput per epoch), to file and W&B."""
-    from starray.report_plots import plot_curves
-
-    png = plot_curves(history, run_dir / "plots" / "curves.png", title=run_dir.name)
-    tracker.log_image("train/curves", png, step=step)
 
 
 def _final_plots(run_dir: Path, arrays: dict[str, np.ndarray], tracker: Any, step: int) -> None:
@@ -268,3 +189,12 @@ def _final_plots(run_dir: Path, arrays: dict[str, np.ndarray], tracker: Any, ste
     np.savetxt(plots / "confusion.csv", cm, fmt="%d", delimiter=",")
     tracker.log_image("val/confusion_matrix", plots / "confusion.png", step=step)
     tracker.log_image("val/period_scatter", plots / "periods.png", step=step)
+
+
+
+def _write_curves(run_dir: Path, history: list[dict[str, Any]], tracker: Any, step: int) -> None:
+    """plots/curves.png (losses, accuracy, lr, throughput per epoch), to file and W&B."""
+    from starray.report_plots import plot_curves
+
+    png = plot_curves(history, run_dir / "plots" / "curves.png", title=run_dir.name)
+    tracker.log_image("train/curves", png, step=step)
