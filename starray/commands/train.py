@@ -84,7 +84,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             if args.overrides or args.space:
                 raise SystemExit("starray tune: --resume continues the sweep as saved; "
                                  "--set and --space do not apply to it")
-            summary = run_sweep(None, None, [], resume_dir=args.resume, address=args.address)
+            summary = run_sweep(None, None, [], resume_dir=args.resume, address=args.address,
+                                verbose=args.verbose)
         else:
             if not args.space:
                 raise SystemExit("starray tune: --space is required (e.g. configs/tune/tiny.yaml)")
@@ -92,7 +93,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             where += [f"output_dir={args.output_dir}"] if args.output_dir else []
             base = load_config(args.config, where)  # --set goes on top of the space's base:
             summary = run_sweep(args.space, base, list(args.overrides), address=args.address,
-                                num_samples=args.num_samples)
+                                num_samples=args.num_samples, verbose=args.verbose)
     except SweepInterrupted as e:
         print(f"starray tune: stopped by {e}", file=sys.stderr)
         return 128 + e.signum
@@ -141,4 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--num-samples", type=int, help="number of trials (default: from the space)")
     t.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
     t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    t.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and the trials' own logs; by default the console "
+                        "shows the compact trial table")
     t.set_defaults(func=cmd_tune)

@@ -10,6 +10,7 @@ so ``--resume`` judges trials as the interrupted sweep would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -144,8 +145,12 @@ def _open_sweep(space_path: str | None, base: ExperimentConfig | None, overrides
 def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: list[str],
               resume_dir: str | None = None, address: str | None = None,
               num_samples: int | None = None, points: list[dict[str, Any]] | None = None,
-              scheduler: str = "asha", max_t: int | None = None) -> dict[str, Any]:
+              scheduler: str = "asha", max_t: int | None = None, verbose: bool = False
+              ) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the summary with a printable table.
+
+    ``verbose`` shows Ray's and the trials' own logs (hidden by default: the console shows
+    the compact trial table).
 
     ``overrides`` (``--set``) win over the space's ``base:`` settings, which win over
     ``base``. ``points`` fixes the trials' configurations (same trials under two
@@ -169,7 +174,7 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
     with stop:
         try:
             results = _fit(sweep_dir, spec, base, address, resume_dir, points, scheduler,
-                           stop, ensure_ray)
+                           stop, functools.partial(ensure_ray, verbose=verbose))
         except SweepInterrupted:
             results = None
         finally:
