@@ -17,7 +17,8 @@ from starray.config import ConfigError, ExperimentConfig, load_config, save_conf
 
 
 def ensure_ray(address: str | None, cfg: ExperimentConfig) -> None:
-    """Connect to ``address`` or start a local Ray sized for the run."""
+    """Connect to ``address`` or start a local Ray with this machine's CPUs (never more:
+    check_local_resources has checked that the run fits them)."""
     import ray
 
     if ray.is_initialized():
@@ -25,16 +26,21 @@ def ensure_ray(address: str | None, cfg: ExperimentConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    s, d = cfg.scaling, cfg.data
-    need = s.num_workers * s.cpus_per_worker + d.generators * d.generator_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), log_to_driver=True,
-             include_dashboard=True)
+    ray.init(num_cpus=os.cpu_count() or 1, log_to_driver=True, include_dashboard=True)
 
 
 def check_local_resources(cfg: ExperimentConfig, address: str | None) -> None:
-    """Before Ray starts: workers x CPUs must fit this machine (local runs only)."""
+    """Before Ray starts (local runs only): workers + generators fit this machine, and
+    a files-mode dataset is complete and matches the config."""
+    from starray.train.resources import check_fits, local_node
+
+    if cfg.data.mode == "files":
+        from starray.data.shards import open_dataset
+
+        open_dataset(cfg.data.path, cfg.data)
     if address is None:
         validate(cfg, available_cpus=float(os.cpu_count() or 1))
+        check_fits(cfg, [local_node()])
         if cfg.scaling.use_gpu:
             import torch
 
@@ -107,19 +113,20 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
                  ) -> dict[str, Any]:
     """Train ``cfg`` with Ray Train; returns a summary (best metrics and file paths)."""
 
-    from starray.train.data_pool import DataPool, DataSpec
+    from starray.train.data_pool import DataPool
 
     check_local_resources(cfg, address)
     meta = prepare_run_dir(cfg, resume)
     run_dir = cfg.run_dir
     t0 = time.time()
     ensure_ray(address, cfg)
-    spec = DataSpec.from_config(cfg)
-    pool = DataPool.create(spec, cfg.data.generators, cfg.data.generator_cpus)
+    pool = DataPool.for_run(cfg)  # resource check on the cluster's nodes, then the pool
+    spec = pool.spec
     try:
         print(f"[starray] run folder {run_dir}", flush=True)
         print(f"[starray] generating the validation set ({cfg.data.val_stars} stars) on "
-              f"{cfg.data.generators} generator(s)...", flush=True)
+              f"{len(pool.actors)} generator(s) on {len(set(pool.node_ids))} node(s)...",
+              flush=True)
         pool.prefill_validation()
         print(f"[starray] training {cfg.model.preset} on {cfg.scaling.num_workers} worker(s) "
               f"({'GPU' if cfg.scaling.use_gpu else 'CPU'}), {cfg.train.epochs} epochs of "

@@ -78,7 +78,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dims = resolved_model(cfg.model)
     model = build_model(dims).to(device)
     stream = BatchStream(pool, rank, world, cfg.data.prefetch, cfg.data.batch_size,
-                         cfg.data.stars_per_epoch)
+                         cfg.data.stars_per_epoch,
+                         local=(ctx.get_local_rank(), ctx.get_local_world_size()))
     steps = stream.steps_per_epoch()
     optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda")
     schedule = Schedule(optimizer, cfg.train, steps)

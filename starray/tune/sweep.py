@@ -73,7 +73,7 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from starray.train.data_pool import DataPool, DataSpec
+    from starray.train.data_pool import SHARED_CACHE, DataPool
     from starray.train.driver import ensure_ray
 
     if resume_dir:
@@ -106,8 +106,7 @@ def run_sweep(space_path: str | None, base: ExperimentConfig | None, overrides: 
         check_local_resources(base, address)
     t0 = time.time()
     ensure_ray(address, base)
-    pool = DataPool.create(DataSpec.from_config(base), base.data.generators,
-                           base.data.generator_cpus)
+    pool = DataPool.for_run(base, cache=SHARED_CACHE)  # trials share batches: cache on
     try:
         print(f"[starray] sweep {sweep_dir.name}: {spec.num_samples} trials, ASHA "
               f"{spec.asha}, metric {spec.metric} ({spec.mode})", flush=True)
