@@ -1,8 +1,10 @@
-"""Training-step throughput per preset: data from the actor pool vs. tensors in memory.
+"""Training-step throughput per preset: data from the actor pool, from a files-mode
+dataset (memory-mapped shards) and from tensors already in memory.
 
-Both measurements run in the same process, one after the other, on the same model and
-the same stars, so the ratio is meaningful on a noisy shared machine. Prints a table and
-writes JSON to benchmarks/results/train_throughput.json.
+All measurements run in the same process, on the same model and the same stars, so the
+ratios are meaningful on a noisy shared machine (files and in-memory alternate for
+``--rounds`` rounds; the best of each counts). Prints a table and writes JSON to
+benchmarks/results/train_throughput.json.
 
     python benchmarks/train_throughput.py                      # tiny on CPU
     python benchmarks/train_throughput.py --presets compact optimal large --device cuda \
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +49,7 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     import ray
 
     from starray.config import load_config, resolved_model
+    from starray.data.shards import RankReader
     from starray.model.hybrid import build_model
     from starray.model.inference import to_tensors
     from starray.train.data_pool import BatchStream, DataPool, DataSpec
@@ -77,21 +81,54 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
         n += len(b["label"])
     sync()
     streamed = n / (time.perf_counter() - t0)
+    # files: the epoch-0 stars written as a sharded dataset, read memory-mapped by rank 0
     # in memory: the epoch-0 batches as tensors already on the device
     mem = [to_tensors(b, device) for b in batches]
-    sync()
-    t0 = time.perf_counter()
-    for b in mem:
-        step(b)
-    sync()
-    in_memory = len(mem) * args.batch_size / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="starray-bench-") as tmp:
+        reader = RankReader(write_dataset(tmp, batches, cfg), 0, 1, args.batch_size)
+        files, in_memory = 0.0, 0.0
+        for _ in range(args.rounds):
+            sync()
+            t0 = time.perf_counter()
+            n = 0
+            for b in reader.epoch(1):
+                step(b)
+                n += len(b["label"])
+            sync()
+            files = max(files, n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for b in mem:
+                step(b)
+            sync()
+            in_memory = max(in_memory, len(mem) * args.batch_size / (time.perf_counter() - t0))
     pool.shutdown()
     ray.shutdown()
     return {"preset": preset, "device": args.device, "batch_size": args.batch_size,
             "steps": args.steps, "generators": args.generators,
             "in_memory_samples_per_s": round(in_memory, 1),
             "streamed_samples_per_s": round(streamed, 1),
-            "streamed_over_memory": round(streamed / in_memory, 3)}
+            "files_samples_per_s": round(files, 1),
+            "streamed_over_memory": round(streamed / in_memory, 3),
+            "files_over_memory": round(files / in_memory, 3),
+            "loadavg": os.getloadavg()}
+
+
+def write_dataset(root: str, batches: list, cfg) -> object:
+    """The batches as a files-mode dataset (16 batches a shard); returns its DatasetInfo."""
+    from starray.data import shards
+    from starray.data.dataset import concat
+
+    per = 16
+    parts = [concat(batches[i:i + per]) for i in range(0, len(batches), per)]
+    data = {k: getattr(cfg.data, k) for k in shards.DATA_KEYS}
+    plan = shards.plan(cfg.seed, data, sum(len(p["label"]) for p in parts),
+                       len(parts[0]["label"]))
+    plan["shard_sizes"] = [len(p["label"]) for p in parts]
+    shards.start(root, plan)
+    for k, part in enumerate(parts):
+        shards.write_shard(root, k, part)
+    shards.finish(root, plan)
+    return shards.open_dataset(root)
 
 
 def main() -> None:
@@ -107,6 +144,7 @@ def main() -> None:
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--generator-cpus", type=float, default=0.5)
     p.add_argument("--prefetch", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2, help="files/in-memory rounds (best counts)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = p.parse_args()
@@ -118,10 +156,12 @@ def main() -> None:
         print(f"[bench] {preset}: {args.steps} steps of {args.batch_size} on {args.device}",
               flush=True)
         rows.append(measure(preset, args))
-    print(f"\n{'preset':10s} {'device':6s} {'in-memory/s':>12s} {'streamed/s':>11s} {'ratio':>6s}")
+    print(f"\n{'preset':10s} {'device':6s} {'in-memory/s':>12s} {'streamed/s':>11s} {'ratio':>6s}"
+          f" {'files/s':>9s} {'ratio':>6s}   load {os.getloadavg()[0]:.2f}")
     for r in rows:
         print(f"{r['preset']:10s} {r['device']:6s} {r['in_memory_samples_per_s']:12.1f} "
-              f"{r['streamed_samples_per_s']:11.1f} {r['streamed_over_memory']:6.2f}")
+              f"{r['streamed_samples_per_s']:11.1f} {r['streamed_over_memory']:6.2f} "
+              f"{r['files_samples_per_s']:9.1f} {r['files_over_memory']:6.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,7 @@ class DataGenerator:
         self._shard: Batch | None = None
         self._lock = threading.Lock()
         self.generated = self.redraws = self.served = 0
+        self.busy_s = 0.0  # seconds spent making stars
 
     def node_id(self) -> str:
         """The Ray node this actor runs on."""
@@ -105,12 +107,14 @@ class DataGenerator:
     def stats(self) -> dict[str, Any]:
         """Stars generated, redraws and batches served so far (since the last restart)."""
         return {"generated": self.generated, "redraws": self.redraws, "served": self.served,
-                "pid": os.getpid(), "node_id": self.node_id()}
+                "busy_s": self.busy_s, "pid": os.getpid(), "node_id": self.node_id()}
 
     def _make(self, n: int, epoch: int, index: int, space: str = "train") -> Batch:
         s = self.spec
+        t0 = time.perf_counter()
         batch, redraws = make_batch(n, s.seed, epoch, index, s.synth, s.n_candidates,
                                     s.harmonics, space=space)
+        self.busy_s += time.perf_counter() - t0
         self.generated += n
         self.redraws += redraws
         return batch
