@@ -2,8 +2,8 @@
 dataset (memory-mapped shards) and from tensors already in memory.
 
 All measurements run in the same process, on the same model and the same stars, so the
-ratios are meaningful on a noisy shared machine (files and in-memory alternate for
-``--rounds`` rounds; the best of each counts). Prints a table and writes JSON to
+ratios are meaningful on a noisy shared machine (files and in-memory steps alternate, one
+by one, for ``--rounds`` epochs). Prints a table and writes JSON to
 benchmarks/results/train_throughput.json.
 
     python benchmarks/train_throughput.py                      # tiny on CPU
@@ -67,7 +67,7 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     pool = DataPool.create(DataSpec.from_config(cfg), args.generators, args.generator_cpus)
     stream = BatchStream(pool, 0, 1, prefetch=args.prefetch, batch_size=args.batch_size,
                          stars_per_epoch=args.batch_size * args.steps)
-    # warm-up (and compile) on epoch 0, which also fills the pool's cache for that epoch
+    # warm-up (and compile) on epoch 0; its batches are kept for the files and memory runs
     batches = list(stream.epoch(0))
     for b in batches[: args.warmup]:
         step(b)
@@ -86,21 +86,25 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     mem = [to_tensors(b, device) for b in batches]
     with tempfile.TemporaryDirectory(prefix="starray-bench-") as tmp:
         reader = RankReader(write_dataset(tmp, batches, cfg), 0, 1, args.batch_size)
-        files, in_memory = 0.0, 0.0
+        # steps alternate (one from files, one from memory) so that the machine's load
+        # hits both alike; a files step includes reading its batch from the shards
+        t_files = t_mem = 0.0
+        n = 0
         for _ in range(args.rounds):
-            sync()
-            t0 = time.perf_counter()
-            n = 0
-            for b in reader.epoch(1):
+            it = reader.epoch(1)
+            for b_mem in mem:
+                sync()
+                t0 = time.perf_counter()
+                b = next(it)
                 step(b)
+                sync()
+                t_files += time.perf_counter() - t0
                 n += len(b["label"])
-            sync()
-            files = max(files, n / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            for b in mem:
-                step(b)
-            sync()
-            in_memory = max(in_memory, len(mem) * args.batch_size / (time.perf_counter() - t0))
+                t0 = time.perf_counter()
+                step(b_mem)
+                sync()
+                t_mem += time.perf_counter() - t0
+        files, in_memory = n / t_files, n / t_mem
     pool.shutdown()
     ray.shutdown()
     return {"preset": preset, "device": args.device, "batch_size": args.batch_size,
@@ -144,7 +148,8 @@ def main() -> None:
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--generator-cpus", type=float, default=0.5)
     p.add_argument("--prefetch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2, help="files/in-memory rounds (best counts)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="epochs of alternating files/in-memory steps")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = p.parse_args()

@@ -69,17 +69,6 @@ def two_nodes(tmp_path, monkeypatch):
             rc.stop_node(proc, tmp, address)
 
 
-def _consume(pool, rank, world, epoch):
-    """What a training worker does: stream its batches; returns (node, batch hashes)."""
-    import ray
-
-    from starray.train.data_pool import BatchStream
-
-    stream = BatchStream(pool, rank, world, prefetch=2)
-    hashes = [hashlib.sha256(b["lc"].tobytes()).hexdigest() for b in stream.epoch(epoch)]
-    return ray.get_runtime_context().get_node_id(), hashes
-
-
 def test_two_nodes_local_generators_resource_check_and_killed_generator(two_nodes, tmp_path):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -87,6 +76,18 @@ def test_two_nodes_local_generators_resource_check_and_killed_generator(two_node
     from starray.train.data_pool import BatchStream, DataPool, NoLocalGenerators
     from starray.train.driver import read_history, run_training
     from starray.train.resources import ResourceError
+
+    def _consume(pool, rank, world, epoch):
+        """What a training worker does: stream its batches; returns (node, batch hashes)."""
+        import hashlib
+
+        import ray
+
+        from starray.train.data_pool import BatchStream
+
+        stream = BatchStream(pool, rank, world, prefetch=2)
+        hashes = [hashlib.sha256(b["lc"].tobytes()).hexdigest() for b in stream.epoch(epoch)]
+        return ray.get_runtime_context().get_node_id(), hashes
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     head = ray.get_runtime_context().get_node_id()
