@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,19 +21,19 @@ SMALL = ["data.stars_per_epoch=512", "data.val_stars=64", "data.batch_size=32",
 
 
 @pytest.fixture
-def two_nodes(tmp_path, monkeypatch):
-    """Head + one worker node (2 CPUs each), private ports, temp dirs and token."""
+def two_nodes(tmp_path):
+    """Head + one worker node (2 CPUs each), private ports, temp dirs and token.
+
+    Yields (address, env). Drivers connect from a subprocess: a process that has joined a
+    cluster with its own token cannot start a local Ray later (the token is cached).
+    """
     import shutil
-    import sys
 
     from starray.slurm import ray_cluster as rc
     from starray.slurm.ports import free_node_ports
 
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    token = rc.write_token(tmp_path / "ray_token")
-    env = rc.ray_env(token)
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.setenv(key, env[key])
+    env = rc.ray_env(rc.write_token(tmp_path / "ray_token"))
     job = os.getpid() % 997
     procs: list[tuple] = []
     head_ports = free_node_ports(job, 0)
@@ -46,36 +48,52 @@ def two_nodes(tmp_path, monkeypatch):
             procs.append((rc.start_node(cmd, env, tmp_path / f"node{i}.log"), tmp))
             if i == 0:
                 time.sleep(3)
-        import ray
-
-        deadline = time.time() + 90
-        while True:
-            try:
-                ray.init(address=address, log_to_driver=False)
-                break
-            except Exception:  # the head is not up yet  # noqa: BLE001
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.time() < deadline, (tmp_path / "node1.log").read_text()[-2000:]
-            time.sleep(0.5)
-        yield address
+        yield address, env
     finally:
-        import ray
-
-        ray.shutdown()
         for proc, tmp in reversed(procs):
             rc.stop_node(proc, tmp, address)
 
 
 def test_two_nodes_local_generators_resource_check_and_killed_generator(two_nodes, tmp_path):
+    address, env = two_nodes
+    env = {**env, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, __file__, address, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "two-node checks passed" in proc.stdout
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    deadline = time.time() + 90
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            break
+        except Exception:  # the head is not up yet  # noqa: BLE001
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+    while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+        assert time.time() < deadline, "the second node did not join"
+        time.sleep(0.5)
+
+
+def scenario(address: str, tmp: str) -> None:
+    """The checks, run as a driver of the 2-node cluster (in a subprocess)."""
+    from pathlib import Path
+
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from starray.train.data_pool import BatchStream, DataPool, NoLocalGenerators
     from starray.train.driver import read_history, run_training
     from starray.train.resources import ResourceError
+
+    tmp_path = Path(tmp)
+    two_nodes = address
+    _connect(address)
 
     def _consume(pool, rank, world, epoch):
         """What a training worker does: stream its batches; returns (node, batch hashes)."""
@@ -139,3 +157,9 @@ def test_two_nodes_local_generators_resource_check_and_killed_generator(two_node
                                      "scaling.max_failures=0"])
     run_training(run, address=two_nodes)
     assert [h["epoch"] for h in read_history(tmp_path / "two")] == [0]
+    ray.shutdown()
+    print("two-node checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    scenario(sys.argv[1], sys.argv[2])
