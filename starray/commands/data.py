@@ -83,23 +83,94 @@ def _generate_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """Read light curves and show what the model would see: points, span, candidates."""
-    from starray.data.features import LightCurveError, star_features
-    from starray.data.lightcurve_io import LightCurveReadError, read_lightcurve
+def _inspect_settings(model: str | None) -> tuple[dict, str]:
+    """Candidate settings and training range: the model's, or the defaults."""
+    from starray.data.lightcurve_checks import TrainingRange
 
-    failed = 0
+    if model is None:
+        return {"training": TrainingRange()}, "default training range"
+    from starray.predict import load_any
+
+    _, info = load_any(model)
+    return info, f"training range of {model}"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Read light curves; print and draw what the model would see; warn where a curve
+    lies outside the training distribution."""
+    from starray.commands.lightcurve_options import columns_and_limits
+    from starray.data.features import P_MAX, P_MIN, LightCurveError, clean, star_features
+    from starray.data.lightcurve_checks import (
+        ResourceLimitError,
+        check_limits,
+        distribution_warnings,
+    )
+    from starray.data.lightcurve_io import LightCurveReadError, read_lightcurve
+    from starray.inspect_plot import plot_inspection
+
+    try:
+        columns, limits = columns_and_limits(args)
+    except ValueError as e:
+        print(f"starray inspect: {e}", file=sys.stderr)
+        return 2
+    if args.candidates < 1:
+        print("starray inspect: --candidates must be >= 1", file=sys.stderr)
+        return 2
+    from starray.export import ModelFileError
+    from starray.train.checkpoint import CheckpointError
+
+    try:
+        info, against = _inspect_settings(args.model)
+    except (CheckpointError, ModelFileError) as e:
+        print(f"starray inspect: --model: {e}", file=sys.stderr)
+        return 2
+    kwargs = {"harmonics": info["harmonics"]} if "harmonics" in info else {}
+    n_cand = int(info.get("n_candidates", args.candidates))
+    out = Path(args.out)
+    failed, used = 0, set()
     for path in args.files:
         try:
-            lc = read_lightcurve(path)
-            feats = star_features(lc.time, lc.flux, args.candidates)
-        except (LightCurveReadError, LightCurveError) as e:
-            print(f"{path}: {e}", file=sys.stderr)
+            lc = read_lightcurve(path, columns)
+            check_limits(lc.time, limits, str(path))
+            check = distribution_warnings(lc.time, lc.flux, info["training"])
+            feats = star_features(lc.time, lc.flux, n_cand, **kwargs)
+        except (LightCurveReadError, ResourceLimitError) as e:
+            print(f"starray inspect: {e}", file=sys.stderr)
             failed += 1
             continue
-        span = float(np.nanmax(lc.time) - np.nanmin(lc.time))
-        cands = ", ".join(f"{p:.4f}" for p in feats.cand_days)
-        print(f"{path}: {len(lc.time)} points over {span:.2f} d; candidate periods (d): {cands}")
+        except LightCurveError as e:
+            print(f"starray inspect: {path}: cannot process: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        cols = lc.columns
+        used_cols = ", ".join(f"{role}={cols[key]}" for role, key in
+                              (("time", "time"), (cols.get("kind", "flux"), "brightness"),
+                               ("err", "err")) if cols.get(key))
+        n_ok = int(np.count_nonzero(np.isfinite(lc.time) & np.isfinite(lc.flux)))
+        print(f"{path}: {n_ok:,} points over {check.span_days:.4g} d "
+              f"({check.points_per_day:.3g}/day), {lc.fmt} format, columns {used_cols}")
+        for note in lc.notes:
+            print(f"  {note}")
+        cands = ", ".join(f"{p:.5g}" for p in feats.cand_days)
+        print(f"  candidate periods (d): {cands}")
+        for w in check.warnings:
+            print(f"  warning ({against}): {w}")
+        if args.no_plot:
+            continue
+        t, f = clean(lc.time, lc.flux)
+        name, k = lc.name, 1
+        while name in used:
+            k += 1
+            name = f"{lc.name}-{k}"
+        used.add(name)
+        png = plot_inspection(
+            t, f, check.freq, check.power, [float(p) for p in feats.cand_days],
+            out / f"{name}.png", f"{Path(path).name}: {lc.fmt}, {n_ok:,} points over "
+            f"{check.span_days:.4g} d ({check.points_per_day:.3g}/day)", notes=lc.notes,
+            warnings=check.warnings,
+            period_axis=(P_MIN, P_MAX),
+            flux_label="relative flux (from mag)" if cols.get("kind") == "mag" else "flux")
+        print(f"  wrote {png}")
     return 1 if failed else 0
 
 
@@ -146,14 +217,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="shards: config override, e.g. data.n_candidates=4")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("inspect", help="read light curves and show their period candidates")
-    i.add_argument("files", nargs="+")
-    i.add_argument("--candidates", type=int, default=4)
+    i = sub.add_parser("inspect", help="read light curves, draw them, show period candidates",
+                       description="For each file: points, span, columns used and any "
+                                   "conversion, the period candidates the model would get, "
+                                   "warnings where the curve lies outside the training "
+                                   "distribution, and one PNG (light curve, periodogram with "
+                                   "the candidates marked, folded view at each candidate). "
+                                   "Exit 1 if any file failed.")
+    i.add_argument("files", nargs="+", metavar="FILE",
+                   help="light-curve files (IPAC, ECSV, CSV, whitespace columns, FITS; "
+                        "sniffed from the content)")
+    i.add_argument("--out", metavar="DIR", default="inspect",
+                   help="folder for the PNGs, one per file (default: inspect/)")
+    i.add_argument("--no-plot", action="store_true", help="print only, write no PNG")
+    i.add_argument("--candidates", type=int, default=4, metavar="N",
+                   help="periodogram peaks used as candidate periods (default 4; the "
+                        "harmonics P/2 and 2P of the best peak are added when the feature "
+                        "pipeline adds them); ignored with --model")
+    i.add_argument("--model", metavar="MODEL", default=None,
+                   help="checkpoint or export whose candidate settings and training range "
+                        "(data.min_days, max_days, points_per_day) to use")
+    from starray.commands.lightcurve_options import add_lightcurve_options
+
+    add_lightcurve_options(i)
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser("config", help="print the resolved config and model size",
                        description="Print defaults + --config + --set as YAML; a bad field "
                                    "fails here with its name and allowed values.")
-    c.add_argument("--config")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--config", metavar="YAML",
+                   help="a training config file laid over the defaults (e.g. "
+                        "configs/train/default.yaml)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. --set train.epochs=3 (repeatable; applied "
+                        "after --config)")
     c.set_defaults(func=cmd_config)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 EVALUATE_EPILOG = """\
 example:
@@ -23,7 +25,13 @@ example:
 MODEL is a checkpoint (.pt, or a run's checkpoint folder) or an export (stem,
 .safetensors or .json). FILE formats are sniffed from the content: IPAC tables, plain
 whitespace columns (time, flux, error) under # comments, CSV with a header, FITS tables.
-Files that cannot be read or processed are listed and skipped.
+Magnitude columns (mag, magnitude, *_mag) become relative flux. Files that cannot be
+read or processed, or exceed a per-file limit, are listed and skipped; the others are
+classified. A warning names each way a file lies outside the training distribution
+(span, points per day, a dominant period beyond the 0.1-50 d axis). The period columns
+show "-" (JSON null, CSV empty) where the predicted class has no such period: no period
+for burster, dipper, stochastic and long_term_trend (its texture period is incidental);
+no p2 for sinusoidal, eclipsing_binary and co_rotating_thin_material.
 Exit codes: 0 all files classified, 1 some file failed, 2 bad usage or unusable MODEL.
 """
 
@@ -71,16 +79,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="DIR", default=None,
                    help="write each star folded at its chosen period as DIR/NAME.png")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    from starray.commands.lightcurve_options import add_lightcurve_options
+
+    add_lightcurve_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint as safetensors + JSON",
                        description="Export a checkpoint for deployment.",
                        epilog=EXPORT_EPILOG, formatter_class=fmt)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file (.pt)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint file (.pt) or a run's checkpoint folder")
     p.add_argument("out", metavar="OUT", help="output stem: writes OUT.safetensors, OUT.json")
     p.add_argument("--no-upload", action="store_true",
                    help="never upload a W&B artifact, even when W&B is online")
     p.set_defaults(func=cmd_export)
+
+
+class BenchmarkProgress:
+    """evaluate's ``progress`` callback: one tqdm bar (stderr) for the benchmark's
+    "generating benchmark N/M stars" messages; other messages printed as lines.
+
+    The bar turns itself off when stderr is not a terminal (``disable=None``); a log then
+    gets the last "generating benchmark M/M stars" line once instead of one per chunk."""
+
+    PATTERN = re.compile(r"generating benchmark (\d+)/(\d+) stars")
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, message: str) -> None:
+        from tqdm import tqdm
+
+        m = self.PATTERN.fullmatch(message.strip())
+        if m is None:
+            self.close()
+            print(message, flush=True)
+            return
+        done, total = int(m.group(1)), int(m.group(2))
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="generating benchmark", unit="star",
+                            file=sys.stderr, disable=None, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if self.bar.disable and done >= total:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        """Close the bar (idempotent)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _err(command: str, msg: str) -> None:
@@ -97,17 +144,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.is_file() else ckpt) / "eval"
+    bar = BenchmarkProgress()
     try:
         m = evaluate_checkpoint(ckpt, out, per_class=args.per_class, seed=args.seed,
                                 batch=args.batch, device=args.device,
-                                wandb_run_dir=args.wandb_run_dir,
-                                progress=lambda s: print(s, flush=True))
+                                wandb_run_dir=args.wandb_run_dir, progress=bar)
     except CheckpointError as e:
         _err("evaluate", str(e))
         return 2
     except EvaluationError as e:
         _err("evaluate", str(e))
         return 1
+    finally:
+        bar.close()
     p = m["periods"]
     cpu = m["speed"]["cpu"]
     print(f"accuracy {m['accuracy']:.3f}  macro F1 {m['macro_f1']:.3f}  "
@@ -121,14 +170,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify files; exit 1 if any failed."""
+    from starray.commands.lightcurve_options import columns_and_limits
     from starray.export import ModelFileError
     from starray.predict import PredictionError, format_table, predict_files
     from starray.train.checkpoint import CheckpointError
 
     try:
+        columns, limits = columns_and_limits(args)
+    except ValueError as e:
+        _err("predict", str(e))
+        return 2
+    try:
         rows, failures = predict_files(args.model, args.files, out_csv=args.csv,
                                        out_json=args.json, plot_dir=args.plot,
-                                       device=args.device)
+                                       device=args.device, columns=columns, limits=limits,
+                                       progress=True)
     except (CheckpointError, ModelFileError) as e:
         _err("predict", f"MODEL: {e}")
         return 2
@@ -136,6 +192,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _err("predict", str(e))
         return 1
     print(format_table(rows, []))
+    for r in rows:
+        for note in r["notes"]:
+            print(f"{Path(r['file']).name}: {note}")
+        for w in r["warnings"]:
+            _err("predict", f"warning: {r['file']}: {w}")
     for f in failures:
         _err("predict", f"skipped {f['reason']}")
     print(f"{len(rows)} classified, {len(failures)} failed")

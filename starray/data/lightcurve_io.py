@@ -1,13 +1,23 @@
 """Reading and writing light-curve files (DESIGN section 3, item 6).
 
-The format is sniffed from the content, never trusted from the extension: archives serve
-IPAC tables as ``.tbl`` while the reference's sample data are ``.tbl`` files of plain
-whitespace columns. Supported:
+Readers live in a registry (``REGISTRY``, an astropy ``UnifiedInputRegistry``): each
+format is a reader built on astropy's ``Table.read`` plus an identifier that sniffs the
+file's content, never its extension (archives serve IPAC tables as ``.tbl`` while the
+reference's sample data are ``.tbl`` files of plain whitespace columns). Registered:
 
-- IPAC tables: ``\\`` comment/keyword lines, then ``|name|`` and ``|type|`` header rows;
-- plain whitespace columns (time in days, flux, error) under ``#`` comment lines;
-- CSV (or whitespace) with a header row naming the columns;
-- FITS binary tables (``TIME`` with ``FLUX``/``PDCSAP_FLUX``/``SAP_FLUX``).
+- ``ipac``: IPAC tables, ``\\`` comment/keyword lines, then ``|name|``, ``|type|`` rows;
+- ``ecsv``: astropy's enhanced CSV (``# %ECSV`` header; units are honoured);
+- ``csv``: comma-separated, with a header row naming the columns or without one;
+- ``plain``: whitespace columns (time in days, flux, error) under ``#`` comment lines,
+  with or without a header row;
+- ``fits``: FITS binary tables (``TIME`` with ``FLUX``/``PDCSAP_FLUX``/``SAP_FLUX``);
+  cadences with a non-zero ``QUALITY`` flag are dropped (set to NaN).
+
+Columns are chosen by name (:mod:`starray.data.lightcurve_columns`), magnitudes are
+converted to relative flux, a time column with a unit (ECSV, FITS, IPAC unit row) is
+converted to days; otherwise time is taken as days, as given. Errors name the file and
+the problem, with the line (text) or row (FITS) and the column where there is one.
+Another format can be added with :func:`register_format`.
 
 Examples
 --------
@@ -24,21 +34,36 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from astropy.io.registry import UnifiedInputRegistry
+
+from starray.data.lightcurve_columns import (
+    ColumnChoice,
+    ColumnError,
+    magnitudes_to_flux,
+    pick_columns,
+)
+from starray.data.lightcurve_sniff import (
+    NULL_TOKENS,
+    decode_text,
+    file_head,  # noqa: F401 - for identifiers of formats registered elsewhere
+    identify_csv,
+    identify_ecsv,
+    identify_fits,
+    identify_ipac,
+    identify_plain,
+    is_number,
+)
+from starray.data.lightcurve_write import FORMATS, write_lightcurve  # noqa: F401 - public here
 
 MIN_POINTS = 20
-FORMATS = ("tbl", "ipac", "plain", "csv", "fits")
-
-# Column names, case-insensitive, in order of preference.
-TIME_NAMES = ("time", "t", "mjd", "bjd", "hjd", "jd", "btjd", "bjd_tdb", "time_bjd")
-FLUX_NAMES = ("flux", "pdcsap_flux", "sap_flux", "f")
-ERR_NAMES = ("flux_err", "err", "error", "sigma", "flux_error", "e_flux", "fluxerr")
-NULL_TOKENS = {"", "null", "nan", "none", "na", "n/a", "-"}
 
 
 class LightCurveReadError(ValueError):
@@ -47,169 +72,242 @@ class LightCurveReadError(ValueError):
 
 @dataclass
 class LightCurve:
-    """One light curve as read from a file (float64 arrays; ``flux_err`` may be None)."""
+    """One light curve as read from a file (float64 arrays; ``flux_err`` may be None).
+
+    ``columns`` maps ``time``/``brightness``/``err`` to the file's column names and
+    ``kind`` to ``flux`` or ``mag``; ``notes`` says what was converted or dropped.
+    """
 
     time: np.ndarray
     flux: np.ndarray
     flux_err: np.ndarray | None
     name: str
-    fmt: str = ""  # the sniffed format: ipac, plain, csv, fits
+    fmt: str = ""  # the sniffed format: ipac, ecsv, csv, plain, fits
+    columns: dict[str, str | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+Reader = Callable[[Path, ColumnChoice], LightCurve]
+Identifier = Callable[..., bool]
+
+REGISTRY = UnifiedInputRegistry()
+PRIORITY: dict[str, int] = {}  # used only if two identifiers claim one file
+
+
+def register_format(name: str, reader: Reader, identifier: Identifier, priority: int = 0,
+                    force: bool = False) -> None:
+    """Add a light-curve format: ``reader(path, columns) -> LightCurve`` and
+    ``identifier(origin, path, fileobj, *args, **kwargs) -> bool`` (astropy's signature;
+    ``fileobj`` is the file opened in binary mode)."""
+    REGISTRY.register_reader(name, LightCurve, reader, force=force, priority=priority)
+    REGISTRY.register_identifier(name, LightCurve, identifier, force=force)
+    PRIORITY[name] = priority
 
 
 def _fail(path: Path, problem: str) -> LightCurveReadError:
     return LightCurveReadError(f"{path}: {problem}")
 
 
-def _pick(names: list[str], wanted: tuple[str, ...]) -> int | None:
-    """Index of the first of ``wanted`` present in ``names`` (case-insensitive)."""
-    lower = [n.strip().lower() for n in names]
-    for w in wanted:
-        if w in lower:
-            return lower.index(w)
-    return None
+# ----------------------------------------------------------------------------- tables -> curve
+def _floats(path: Path, table: Any, name: str, where: Callable[[int], str]) -> np.ndarray:
+    """A column as float64 (masked and null tokens -> NaN); names line/row of a bad value."""
+    data = np.ma.asarray(table[name])
+    if data.ndim != 1:
+        raise _fail(path, f"column {name!r} holds {data.shape[1:]} values per row, not one")
+    if data.dtype.kind in "fiub":
+        return np.ma.filled(data.astype(np.float64), np.nan)
+    out = np.empty(len(data))
+    mask = np.ma.getmaskarray(data)
+    for i, (v, m) in enumerate(zip(data.data, mask, strict=True)):
+        tok = (v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip()
+        if m or tok.lower() in NULL_TOKENS:
+            out[i] = np.nan
+            continue
+        try:
+            out[i] = float(tok)
+        except ValueError:
+            raise _fail(path, f"non-numeric value {tok!r} in column {name!r} at {where(i)}"
+                        ) from None
+    return out
 
 
-def _columns(path: Path, names: list[str]) -> tuple[int, int, int | None]:
-    """(time, flux, err) column indices chosen by name; raises if time or flux is missing."""
-    shown = ", ".join(names)
-    it = _pick(names, TIME_NAMES)
-    if it is None:
-        raise _fail(path, f"no time column (columns: {shown}; expected one of "
-                          f"{', '.join(TIME_NAMES)})")
-    iflux = _pick(names, FLUX_NAMES)
-    if iflux is None:
-        raise _fail(path, f"no flux column (columns: {shown}; expected one of "
-                          f"{', '.join(FLUX_NAMES)})")
-    flux_name = names[iflux].strip().lower()
-    ierr = _pick(names, (f"{flux_name}_err",) + ERR_NAMES)
-    return it, iflux, ierr
+def _time_in_days(table: Any, name: str, time: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Convert a time column with a known unit (s, h, yr, ...) to days."""
+    from astropy import units as u
 
-
-def _number(path: Path, token: str, lineno: int, column: str, nulls: set[str]) -> float:
-    tok = token.strip()
-    if tok.lower() in NULL_TOKENS or tok in nulls:
-        return math.nan
+    unit = getattr(table[name], "unit", None)
+    if unit is None or isinstance(unit, u.UnrecognizedUnit):
+        return time
     try:
-        return float(tok)
-    except ValueError:
-        raise _fail(path, f"non-numeric value {tok!r} in column {column!r} at line {lineno}"
-                    ) from None
+        factor = float((1 * unit).to(u.day).value)
+    except (u.UnitConversionError, TypeError, ValueError):
+        return time
+    if factor != 1.0:
+        notes.append(f"time column {name!r} in {unit} converted to days")
+    return time * factor
 
 
-def _finish(path: Path, fmt: str, time: list[float] | np.ndarray, flux: list[float] | np.ndarray,
-            err: list[float] | np.ndarray | None) -> LightCurve:
-    t = np.asarray(time, dtype=np.float64)
-    f = np.asarray(flux, dtype=np.float64)
-    e = None if err is None else np.asarray(err, dtype=np.float64)
+def from_table(path: Path, fmt: str, table: Any, choice: ColumnChoice,
+               where: Callable[[int], str], positional: bool = False) -> LightCurve:
+    """An astropy Table -> LightCurve: choose columns, convert, apply quality flags."""
+    try:
+        cols = pick_columns(table.colnames, choice, str(path), positional)
+    except ColumnError as e:
+        raise LightCurveReadError(str(e)) from None
+    notes: list[str] = []
+    t = _time_in_days(table, cols["time"], _floats(path, table, cols["time"], where), notes)
+    b = _floats(path, table, cols["brightness"], where)
+    e = None if cols["err"] is None else _floats(path, table, cols["err"], where)
+    quality = next((n for n in table.colnames if n.lower() == "quality"), None)
+    if quality is not None and quality not in cols.values():
+        q = np.ma.filled(np.ma.asarray(table[quality]).astype(np.float64), 0.0)
+        flagged = q != 0  # Kepler/TESS: flagged cadences are unusable
+        if flagged.any():
+            b = np.where(flagged, np.nan, b)
+            notes.append(f"{int(flagged.sum())} points with a non-zero {quality!r} flag dropped")
+    if cols["kind"] == "mag":
+        b, e, note = magnitudes_to_flux(b, e, cols["brightness"])
+        notes.append(note)
     if len(t) == 0:
         raise _fail(path, f"no data rows ({fmt} format)")
-    n_ok = int(np.count_nonzero(np.isfinite(t) & np.isfinite(f)))
+    n_ok = int(np.count_nonzero(np.isfinite(t) & np.isfinite(b)))
     if n_ok < MIN_POINTS:
         raise _fail(path, f"only {n_ok} points with finite time and flux "
                           f"(need at least {MIN_POINTS})")
-    return LightCurve(t, f, e, path.stem, fmt)
+    return LightCurve(t, b, e, path.stem, fmt, cols, notes)
 
 
-# ----------------------------------------------------------------------------- text formats
-def _read_ipac(path: Path, lines: list[str]) -> LightCurve:
-    header: list[str] = []
-    first_data = None
-    for i, line in enumerate(lines):
-        s = line.strip()
-        if not s or s.startswith("\\"):
-            continue
-        if s.startswith("|"):
-            header.append(line.rstrip("\n"))
-            continue
-        first_data = i
-        break
-    if not header:
-        raise _fail(path, "IPAC table without a |name| header row")
-    bars = [i for i, c in enumerate(header[0]) if c == "|"]
-    names = [n.strip() for n in header[0].strip().strip("|").split("|")]
-    nulls: list[set[str]] = [set() for _ in names]
-    if len(header) >= 4:  # name, type, unit, null rows
-        for j, tok in enumerate(header[3].strip().strip("|").split("|")[:len(names)]):
-            if tok.strip():
-                nulls[j].add(tok.strip())
-    it, iflux, ierr = _columns(path, names)
-    cols: list[list[float]] = [[], [], []]
-    wanted = [it, iflux, ierr]
-    for lineno, line in enumerate(lines[first_data or len(lines):], start=(first_data or 0) + 1):
-        if not line.strip() or line.lstrip().startswith("\\"):
-            continue
-        tokens = line.split()
-        if len(tokens) != len(names):  # fixed width: slice between the header's bars
-            tokens = [line[bars[k] + 1:bars[k + 1]] if k + 1 < len(bars) else line[bars[k] + 1:]
-                      for k in range(len(names))]
-        for slot, col in enumerate(wanted):
-            if col is not None:
-                cols[slot].append(_number(path, tokens[col], lineno, names[col], nulls[col]))
-    return _finish(path, "ipac", cols[0], cols[1], cols[2] if ierr is not None else None)
+def _table_read(path: Path, fmt: str, source: Any, **kwargs: Any) -> Any:
+    from astropy.table import Table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unit warnings: units we cannot parse are ignored
+        try:
+            if fmt.startswith("ascii."):
+                kwargs["guess"] = False  # the identifier chose the format
+            return Table.read(source, format=fmt, **kwargs)
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise _fail(path, f"unreadable {fmt.removeprefix('ascii.')} table: {msg}") from e
 
 
-def _is_number(tok: str) -> bool:
+# ----------------------------------------------------------------------------- text readers
+def _text_lines(path: Path) -> list[str]:
+    return decode_text(path.read_bytes()).splitlines()
+
+
+def _ipac_types_as_char(lines: list[str]) -> list[str]:
+    """The same IPAC table with every column typed ``char``, so that astropy keeps a bad
+    value as text and :func:`_floats` can say where it is."""
+    bars = [i for i, line in enumerate(lines) if line.strip().startswith("|")]
+    if len(bars) < 2:
+        return lines
+    row = lines[bars[1]]
+    cuts = [i for i, c in enumerate(row) if c == "|"]
+    new = list(row)
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        new[a + 1:b] = list("c".ljust(b - a - 1))
+    return lines[:bars[1]] + ["".join(new)] + lines[bars[1] + 1:]
+
+
+def read_ipac(path: Path, choice: ColumnChoice) -> LightCurve:
+    """IPAC table via astropy ``ascii.ipac`` (fixed width, null values, unit row)."""
+    lines = _text_lines(path)
+    data_lines = [i + 1 for i, line in enumerate(lines)
+                  if line.strip() and not line.strip().startswith(("\\", "|"))]
     try:
-        float(tok)
-    except ValueError:
-        return tok.strip().lower() in NULL_TOKENS - {""}
-    return True
+        table = _table_read(path, "ascii.ipac", lines)
+    except LightCurveReadError as first:  # a value that is not of the declared type
+        if "failed to convert" not in str(first):
+            raise
+        table = _table_read(path, "ascii.ipac", _ipac_types_as_char(lines))
+    return from_table(path, "ipac", table, choice, lambda i: f"line {data_lines[i]}")
 
 
-def _read_delimited(path: Path, lines: list[str], delimiter: str | None) -> LightCurve:
-    """CSV (delimiter ",") or whitespace columns, with or without a header row."""
+def read_ecsv(path: Path, choice: ColumnChoice) -> LightCurve:
+    """ECSV via astropy ``ascii.ecsv`` (typed columns with units)."""
+    lines = _text_lines(path)
+    data_lines = [i + 1 for i, line in enumerate(lines)
+                  if line.strip() and not line.lstrip().startswith("#")][1:]  # after header
+    table = _table_read(path, "ascii.ecsv", lines)
+    return from_table(path, "ecsv", table, choice, lambda i: f"line {data_lines[i]}")
+
+
+def _split(row: str, delimiter: str | None) -> list[str]:
+    if delimiter is None:
+        return row.split()
+    if '"' in row:
+        return next(csv.reader(io.StringIO(row), delimiter=delimiter))
+    return row.split(delimiter)
+
+
+def _delimited(path: Path, choice: ColumnChoice, fmt: str) -> LightCurve:
+    """CSV (``,``) or whitespace columns, with a header row or without (``#`` comments)."""
+    from starray.data.lightcurve_columns import TIME_NAMES
+
+    delimiter = "," if fmt == "csv" else None
+    lines = _text_lines(path)
+    if delimiter is None:  # astropy's whitespace splitter takes spaces, not tabs
+        lines = [line.replace("\t", " ") for line in lines]
+    rows: list[tuple[int, str]] = []
     comment_names: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
     for lineno, line in enumerate(lines, start=1):
         s = line.strip()
         if not s:
             continue
         if s.startswith("#"):
-            if not rows:  # a "# time flux error" comment line may name the columns
-                words = s.lstrip("#").replace(",", " ").split()
-                if words and _pick(words, TIME_NAMES) is not None:
-                    comment_names = words
+            words = s.lstrip("#").replace(",", " ").split()
+            if not rows and words and any(w.lower() in TIME_NAMES for w in words):
+                comment_names = words  # "# time flux error" may name the columns
             continue
-        if delimiter is None:
-            tokens = s.split()
-        else:
-            tokens = next(csv.reader(io.StringIO(s), delimiter=delimiter))
-        rows.append((lineno, tokens))
+        rows.append((lineno, s))
     if not rows:
         raise _fail(path, "no data rows (only comments or blank lines)")
-    names: list[str] | None = None
-    if not all(_is_number(t) for t in rows[0][1]):  # a header row
-        names = [t.strip() for t in rows[0][1]]
+    ncol = len(_split(rows[0][1], delimiter))
+    header = not all(is_number(t) for t in _split(rows[0][1], delimiter))
+    if header:
         rows = rows[1:]
         if not rows:
             raise _fail(path, "a header row but no data rows")
-    elif comment_names is not None and len(comment_names) == len(rows[0][1]):
-        names = comment_names
-    fmt = "csv" if delimiter == "," else "plain"
-    if names is not None:
-        it, iflux, ierr = _columns(path, names)
-    else:  # positional: time (days), flux, error
-        ncol = len(rows[0][1])
-        if ncol < 2:
-            raise _fail(path, f"{fmt} table with {ncol} column; need time and flux columns")
-        names = ["time", "flux", "error"][:ncol] + [f"col{k + 1}" for k in range(3, ncol)]
-        it, iflux, ierr = 0, 1, (2 if ncol >= 3 else None)
-    cols: list[list[float]] = [[], [], []]
-    for lineno, tokens in rows:
-        if len(tokens) < len(names):
-            raise _fail(path, f"line {lineno} has {len(tokens)} values, expected {len(names)}")
-        for slot, col in enumerate((it, iflux, ierr)):
-            if col is not None:
-                cols[slot].append(_number(path, tokens[col], lineno, names[col], set()))
-    return _finish(path, fmt, cols[0], cols[1], cols[2] if ierr is not None else None)
+    elif ncol < 2:
+        raise _fail(path, f"{fmt} table with {ncol} column; need time and flux columns")
+    for lineno, s in rows:  # astropy pads short CSV rows silently: a short row is an error
+        n = len(_split(s, delimiter))
+        if n != ncol:
+            raise _fail(path, f"line {lineno} has {n} values, expected {ncol}")
+    kwargs: dict[str, Any] = {"comment": "#"}
+    if delimiter:
+        kwargs["delimiter"] = delimiter
+    positional = False
+    if header:
+        table = _table_read(path, "ascii.csv" if delimiter else "ascii.basic", lines, **kwargs)
+    else:
+        if comment_names is not None and len(comment_names) == ncol:
+            kwargs["names"] = comment_names
+        else:
+            positional = True  # time (days), flux, error by position: col1, col2, col3
+        table = _table_read(path, "ascii.no_header", lines, **kwargs)
+    line_of = [lineno for lineno, _ in rows]
+    return from_table(path, fmt, table, choice, lambda i: f"line {line_of[i]}", positional)
 
 
-# ----------------------------------------------------------------------------- FITS
-def _read_fits(path: Path) -> LightCurve:
-    import warnings
+def read_csv(path: Path, choice: ColumnChoice) -> LightCurve:
+    """CSV via astropy ``ascii.csv`` (header row) or ``ascii.no_header``."""
+    return _delimited(path, choice, "csv")
 
+
+def read_plain(path: Path, choice: ColumnChoice) -> LightCurve:
+    """Whitespace columns via astropy ``ascii.basic`` (header row) or ``ascii.no_header``."""
+    return _delimited(path, choice, "plain")
+
+
+def read_fits(path: Path, choice: ColumnChoice) -> LightCurve:
+    """The first FITS binary table with a time column, via ``Table.read(hdu)``."""
     from astropy.io import fits
 
+    from starray.data.lightcurve_columns import TIME_NAMES
+
+    wanted = [choice.time] if choice.time else list(TIME_NAMES)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -219,27 +317,10 @@ def _read_fits(path: Path) -> LightCurve:
                 if not tables:
                     raise _fail(path, "FITS file without a binary table extension")
                 for hdu in tables:
-                    names = list(hdu.columns.names)
-                    if _pick(names, TIME_NAMES) is None:
+                    if not {n.lower() for n in hdu.columns.names} & {w.lower() for w in wanted}:
                         continue
-                    it, iflux, ierr = _columns(path, names)
-                    data = hdu.data
-
-                    def col(i: int, data=data, names=names) -> np.ndarray:
-                        arr = np.ma.filled(np.ma.asarray(data[names[i]]).astype(np.float64),
-                                           np.nan)
-                        return np.asarray(arr, dtype=np.float64).reshape(-1)
-
-                    try:
-                        t, f = col(it), col(iflux)
-                        e = col(ierr) if ierr is not None else None
-                    except (TypeError, ValueError) as ex:
-                        raise _fail(path, f"non-numeric time/flux column: {ex}") from ex
-                    iq = _pick(names, ("quality",))
-                    if iq is not None:  # Kepler/TESS: flagged cadences are unusable
-                        q = np.asarray(data[names[iq]]).reshape(-1)
-                        f = np.where(q == 0, f, np.nan)
-                    return _finish(path, "fits", t, f, e)
+                    table = _table_read(path, "fits", hdu)
+                    return from_table(path, "fits", table, choice, lambda i: f"row {i + 1}")
                 shown = "; ".join(", ".join(h.columns.names) for h in tables)
                 raise _fail(path, f"no time column in any FITS table (columns: {shown})")
     except LightCurveReadError:
@@ -249,17 +330,14 @@ def _read_fits(path: Path) -> LightCurve:
                           f"{str(ex).splitlines()[0] if str(ex) else type(ex).__name__}") from ex
 
 
+register_format("fits", read_fits, identify_fits)
+register_format("ecsv", read_ecsv, identify_ecsv)
+register_format("ipac", read_ipac, identify_ipac)
+register_format("csv", read_csv, identify_csv)
+register_format("plain", read_plain, identify_plain)
+
+
 # ----------------------------------------------------------------------------- public API
-def sniff_format(path: str | os.PathLike) -> str:
-    """The format of a file from its content: ``ipac``, ``plain``, ``csv`` or ``fits``."""
-    path = Path(path)
-    head = _read_head(path)
-    if head.startswith(b"SIMPLE  ="):
-        return "fits"
-    text = _decode(path, head)
-    return _sniff_text(path, text.splitlines())
-
-
 def _read_head(path: Path, n: int = 4096) -> bytes:
     if not path.exists():
         raise _fail(path, "no such file")
@@ -272,114 +350,43 @@ def _read_head(path: Path, n: int = 4096) -> bytes:
     return head
 
 
-def _decode(path: Path, data: bytes) -> str:
-    if b"\x00" in data:
-        raise _fail(path, "unknown format (binary file that is not FITS)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+def sniff_format(path: str | os.PathLike) -> str:
+    """The registered format of a file from its content (``ipac``, ``csv``, ...)."""
+    path = Path(path)
+    head = _read_head(path)
+    with open(path, "rb") as fh:
+        found = REGISTRY.identify_format("read", LightCurve, str(path), fh, [], {})
+    if not found:
+        if b"\x00" in head:
+            raise _fail(path, "unknown format (binary file that is not FITS)")
+        raise _fail(path, "unknown format (not an IPAC table, ECSV, CSV, whitespace columns "
+                          "or FITS)")
+    return max(found, key=lambda f: PRIORITY.get(f, 0))
 
 
-def _sniff_text(path: Path, lines: list[str]) -> str:
-    for line in lines:
-        s = line.strip()
-        if not s or s.startswith("\\"):  # blank, or IPAC comment/keyword line
-            continue
-        if s.startswith("|"):
-            return "ipac"
-        if s.startswith("#"):
-            continue
-        if "," in s:
-            return "csv"
-        if len(s.split()) >= 2 or _is_number(s):
-            return "plain"
-        break
-    raise _fail(path, "unknown format (not an IPAC table, whitespace or CSV columns, or FITS)")
-
-
-def read_lightcurve(path: str | os.PathLike) -> LightCurve:
+def read_lightcurve(path: str | os.PathLike, columns: ColumnChoice | None = None
+                    ) -> LightCurve:
     """Read a light curve, sniffing the format from the file's content.
 
     Parameters
     ----------
     path : str or PathLike
-        IPAC table, plain whitespace columns, CSV or FITS file (any extension).
+        IPAC table, ECSV, CSV, plain whitespace columns or FITS file (any extension).
+    columns : ColumnChoice, optional
+        Column names to use instead of guessing (time, flux or mag, err).
 
     Returns
     -------
     LightCurve
-        ``time`` (days), ``flux``, ``flux_err`` (or None), ``name`` (file stem), ``fmt``.
+        ``time`` (days), ``flux`` (relative flux when the file has magnitudes),
+        ``flux_err`` (or None), ``name`` (file stem), ``fmt``, ``columns``, ``notes``.
 
     Raises
     ------
     LightCurveReadError
         The message names the file and the problem: no such file, empty, unknown format,
-        no time column, non-numeric value at line N, fewer than 20 finite points, ...
+        no time column, non-numeric value at line N in column C, fewer than 20 points, ...
     """
     path = Path(path)
-    head = _read_head(path)
-    if head.startswith(b"SIMPLE  ="):
-        return _read_fits(path)
-    text = _decode(path, path.read_bytes())
-    lines = text.splitlines()
-    fmt = _sniff_text(path, lines)
-    if fmt == "ipac":
-        return _read_ipac(path, lines)
-    return _read_delimited(path, lines, "," if fmt == "csv" else None)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_lightcurve(path: str | os.PathLike, time: np.ndarray, flux: np.ndarray,
-                     err: np.ndarray | None = None, fmt: str = "tbl") -> Path:
-    """Write a light curve as ``tbl``/``ipac`` (IPAC table), ``plain``, ``csv`` or ``fits``.
-
-    ``plain`` is the reference's sample-data layout: whitespace columns time (days),
-    flux, error under a ``#`` comment header.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt: {fmt!r} is not one of {', '.join(FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.asarray(time, dtype=np.float64)
-    f = np.asarray(flux, dtype=np.float64)
-    if t.shape != f.shape or t.ndim != 1:
-        raise ValueError(f"time and flux must be 1-D arrays of one length, got {t.shape}, "
-                         f"{f.shape}")
-    e = None if err is None else np.asarray(err, dtype=np.float64)
-    if e is not None and e.shape != t.shape:
-        raise ValueError(f"err: shape {e.shape} does not match time {t.shape}")
-    cols = [("time", t), ("flux", f)] + ([("flux_err", e)] if e is not None else [])
-    if fmt == "fits":
-        from astropy.io import fits
-
-        hdu = fits.BinTableHDU.from_columns(
-            [fits.Column(name=n.upper(), format="D", array=a) for n, a in cols])
-        hdu.header["TIMEUNIT"] = "d"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-        return path
-    rows = np.column_stack([a for _, a in cols])
-    if fmt == "csv":
-        body = "\n".join(",".join(f"{v:.10g}" for v in row) for row in rows)
-        _atomic_write_text(path, ",".join(n for n, _ in cols) + "\n" + body + "\n")
-    elif fmt == "plain":
-        header = "# light curve written by starray\n# time(days) flux error\n"
-        body = "\n".join(" ".join(f"{v:.10g}" for v in row) for row in rows)
-        _atomic_write_text(path, header + body + "\n")
-    else:  # IPAC
-        width = 20
-        def row_of(items: list[str]) -> str:
-            return "|" + "|".join(s.center(width) for s in items) + "|"
-        header = ["\\ light curve written by starray", "\\ TIMEUNIT = 'd'",
-                  row_of([n for n, _ in cols]), row_of(["double"] * len(cols)),
-                  row_of(["d"] + [""] * (len(cols) - 1)), row_of(["null"] * len(cols))]
-        body = [" " + " ".join(f"{v:.12g}".rjust(width) for v in row) for row in rows]
-        _atomic_write_text(path, "\n".join(header + body) + "\n")
-    return path
+    fmt = sniff_format(path)
+    return REGISTRY.get_reader(fmt, LightCurve)(path, columns or ColumnChoice())
