@@ -117,7 +117,7 @@ def test_generate_in_parallel_is_identical_resumes_and_trains_in_files_mode(tmp_
     assert main(args + ["--out", str(tmp_path / "w2"), "--workers", "2"]) == 0
     assert (tmp_path / "w2" / "manifest.json").read_text() == m1
     assert (tmp_path / "w2" / "shard-00000" / "lc.npy").stat().st_mtime_ns == keep
-    assert main(args[:4] + ["--n", "100", "--out", str(tmp_path / "w2")]) == 2
+    assert main(args[:3] + ["--n", "100", "--out", str(tmp_path / "w2")]) == 2
     assert "made with other settings" in capsys.readouterr().err
 
     cfg = load_config(None, ["data.mode=files", f"data.path={tmp_path / 'w1'}",
