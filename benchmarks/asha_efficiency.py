@@ -37,12 +37,12 @@ def main() -> None:
     args = p.parse_args()
     shutil.rmtree(args.out_dir, ignore_errors=True)
     results = {}
-    base = load_config(None, args.overrides + [f"output_dir={args.out_dir}"])
+    base = load_config(None, [f"output_dir={args.out_dir}"])  # --set wins over the space's base:
     spec = load_space(args.space, base)
     points = sample_points(spec, args.trials, seed=0)
     for scheduler in ("asha", "fifo"):
         base.name = f"bench-{scheduler}"
-        s = run_sweep(args.space, base, [], num_samples=args.trials, points=points,
+        s = run_sweep(args.space, base, args.overrides, num_samples=args.trials, points=points,
                       scheduler=scheduler, max_t=args.max_t)
         ray.shutdown()
         results[scheduler] = {"epochs": s["total_epochs"], "best": s.get("best_value"),

@@ -36,7 +36,8 @@ class DataConfig:
     points_per_day: float = 75.0
     noise: float = 0.02
     n_candidates: int = 4
-    harmonics: bool = False  # add P/2 and 2P of the best peak as candidates
+    harmonics: bool = True  # add P/2 and 2P of the best peak after the N peaks (N + 2)
+    clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
     # data-generation actors on every node that hosts training workers; 1 x 0.5 CPU plus
     # 2 workers x 0.75 CPU fits a 2-core machine exactly. (`data.generators`, the old name,
     # is read as this field.)
@@ -63,6 +64,11 @@ class ModelConfig:
     n_layers: int | None = None
     dropout: float | None = None
     stem_stride: int | None = None  # >1 shortens the token sequence of each branch
+    # candidate: p1 = the top-scored candidate's period x a bounded (<= 3%) learned correction;
+    # regress: p1 regressed from the fused features (the reference definition)
+    period_head: str = "candidate"
+    # one attention layer over [lc, pgram, candidates] before the candidates are scored
+    cand_context: bool = True
 
 
 @dataclass(kw_only=True)
@@ -76,12 +82,18 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     patience: int = 5  # early stopping on validation loss; 0 disables it
+    best_metric: str = "val_acc"
+    best_mode: str = "max"
     class_weight: float = 1.0
     period_weight: float = 1.0
+    candidate_weight: float = 1.0  # CE of the candidate scores against the matching candidates
     label_smoothing: float = 0.0
     checkpoint_every: int = 1
     bf16: bool = True  # autocast on GPU only
     compile: bool = False
+    compile_order: str = "before_ddp"  # torch.compile the model before or after the DDP wrap
+    lr_scale_batch: int = 0  # >0: lr x (global batch / this), the batch lr was tuned at
+    budget_minutes: float = 0.0  # >0: stop after the epoch that passes this wall-clock budget
 
 
 @dataclass(kw_only=True)
@@ -152,6 +164,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("stream", "fixed", "files"),
     "model.preset": tuple(PRESETS) + ("custom",),
     "train.schedule": ("cosine", "plateau", "none"),
+    "train.best_metric": ("val_acc", "val_loss", "val_cand_within_1pct", "val_p1_within_1pct",
+                          "val_p1_median_rel_err"),
+    "train.best_mode": ("max", "min"),
+    "train.compile_order": ("before_ddp", "after_ddp"),
+    "model.period_head": ("candidate", "regress"),
     "scaling.placement": ("PACK", "SPREAD", "STRICT_SPREAD"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
 }
@@ -271,12 +288,16 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("train.weight_decay", t.weight_decay), ("train.warmup_epochs", t.warmup_epochs),
         ("train.grad_clip", t.grad_clip), ("train.patience", t.patience),
         ("train.class_weight", t.class_weight), ("train.period_weight", t.period_weight),
+        ("train.candidate_weight", t.candidate_weight), ("train.lr_scale_batch", t.lr_scale_batch),
+        ("train.budget_minutes", t.budget_minutes),
         ("data.noise", d.noise), ("scaling.max_failures", s.max_failures),
     ]:
         _positive(path, value, allow_zero=True)
     if d.mode == "files" and not d.path:
         raise ConfigError("data.path: required when data.mode is files (a folder written by "
                           "`starray generate --format shards`)")
+    if d.clip_sigma is not None and not d.clip_sigma > 0:
+        raise ConfigError(f"data.clip_sigma: must be > 0 or null (off), got {d.clip_sigma}")
     if d.max_days < d.min_days:
         raise ConfigError(
             f"data.max_days: must be >= data.min_days ({d.min_days}), got {d.max_days}")

@@ -60,7 +60,7 @@ def benchmark_labels(per_class: int) -> np.ndarray:
 
 
 def benchmark_batch(per_class: int, seed: int = 12345, n_candidates: int = 4,
-                    harmonics: bool = False, spec: SynthSpec = SynthSpec(),
+                    harmonics: bool = True, spec: SynthSpec = SynthSpec(),
                     progress: Progress | None = None) -> tuple[Batch, int]:
     """The fixed benchmark set -> (batch, synthetic redraws)."""
     if per_class < 1:
@@ -144,11 +144,14 @@ def compute_metrics(preds: dict[str, np.ndarray], batch: Batch,
         "chosen": period_quality(true_p1, preds["chosen_days"]),
         "candidates": candidate_quality(true_p1, batch["cand_days"], preds["chosen_index"]),
     }
+    if "period_days" in preds:  # the reported period: none where the predicted class has none
+        overall["reported"] = period_quality(true_p1, preds["period_days"])
     per_class = []
     for c, name in enumerate(class_names):
         sel = labels == c
         reg = period_quality(true_p1[sel], preds["p1_days"][sel])
         cho = period_quality(true_p1[sel], preds["chosen_days"][sel])
+        cq = candidate_quality(true_p1[sel], batch["cand_days"][sel], preds["chosen_index"][sel])
         per_class.append({
             "class": name, "support": int(prf["support"][c]),
             "precision": float(prf["precision"][c]), "recall": float(prf["recall"][c]),
@@ -157,6 +160,9 @@ def compute_metrics(preds: dict[str, np.ndarray], batch: Batch,
             "p1_median_rel_err": reg["median_rel_err"],
             "chosen_within_1pct": cho["within_1pct"], "chosen_within_5pct": cho["within_5pct"],
             "chosen_median_rel_err": cho["median_rel_err"],
+            # period success split: the periodogram offered the period / the model took it
+            "any_candidate_within_1pct": cq["any_within_tol"],
+            "chosen_given_any": cq["chosen_given_any"],
         })
     present = prf["support"] > 0
     return {
@@ -181,7 +187,8 @@ def resolve_device(device: str | None) -> torch.device:
 def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike,
                         per_class: int = 500, seed: int = 12345, batch: int = 256,
                         device: str | None = None, wandb_run_dir: str | os.PathLike | None = None,
-                        progress: Progress | None = None) -> dict[str, Any]:
+                        progress: Progress | None = None,
+                        baseline: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the fixed benchmark; write report.md, metrics.json, PNGs.
 
     Parameters
@@ -201,6 +208,9 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike
         run), with W&B files under this folder.
     progress : callable, optional
         Called with a line of text as work proceeds.
+    baseline : path, optional
+        JSON written by ``benchmarks/feature_baseline.py``; its row is added to the report
+        (it must have been scored on the same benchmark).
 
     Returns
     -------
@@ -252,11 +262,14 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike
         "class_names": list(class_names),
         "benchmark": {"per_class": per_class, "seed": seed, "space": BENCH_SPACE,
                       "chunk": CHUNK, "n_candidates": n_cand, "harmonics": harmonics,
+                      "candidates": int(bench["cand_days"].shape[1]),
                       "spec": dataclasses.asdict(SynthSpec()), "redraws": redraws},
     }
     nonfinite = non_finite_counts(preds)
     metrics["non_finite_outputs"] = nonfinite
     metrics.update(compute_metrics(preds, bench, class_names))
+    if baseline is not None:
+        metrics["baseline"] = load_baseline(baseline, metrics["benchmark"])
 
     say("measuring speed ...")
     speed: dict[str, Any] = {"cpu": measure_speed(model, bench, "cpu", batch_size=batch)}
@@ -288,6 +301,29 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike
         metrics["wandb_run_id"] = log_to_wandb(metrics, out_dir, wandb_run_dir, state)
         _write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def load_baseline(path: str | os.PathLike, bench: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's summary row from ``feature_baseline.py`` JSON, checked against ``bench``.
+
+    Raises EvaluationError when the file is missing or unreadable, or was scored on another
+    benchmark (per class, seed, candidates, harmonics).
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+        row = dict(data["baseline"])
+        theirs = dict(data["benchmark"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvaluationError(f"--baseline {p}: not a feature_baseline.py result: {e}") from e
+    for key in ("per_class", "seed", "n_candidates", "harmonics"):
+        if theirs.get(key) != bench.get(key):
+            raise EvaluationError(f"--baseline {p}: scored with {key}={theirs.get(key)!r}, "
+                                  f"this benchmark has {key}={bench.get(key)!r}")
+    row.pop("per_class", None)
+    row.pop("feature_names", None)
+    row["path"] = str(p.resolve())
+    return row
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -144,10 +144,11 @@ def _value(item: Any) -> Any:
 
 
 def read_offline_run(wandb_file: str | os.PathLike) -> dict[str, Any]:
-    """Parse one ``run-*.wandb`` file: run id, config, history rows, summary."""
+    """Parse one ``run-*.wandb`` file: run id, config, history rows, summary, finished."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    result: dict[str, Any] = {"run_id": None, "config": {}, "history": [], "summary": {}}
+    result: dict[str, Any] = {"run_id": None, "config": {}, "history": [], "summary": {},
+                              "finished": False}
     for raw in _records(Path(wandb_file)):
         rec = pb.Record()
         try:
@@ -168,6 +169,8 @@ def read_offline_run(wandb_file: str | os.PathLike) -> dict[str, Any]:
                 key = item.key or ".".join(item.nested_key)
                 row[key] = _value(item)
             result["history"].append(row)
+        elif kind == "exit":  # written by run.finish(): the run's files are complete
+            result["finished"] = True
         elif kind == "summary":
             for item in rec.summary.update:
                 key = item.key or ".".join(item.nested_key)

@@ -50,7 +50,7 @@ def test_candidates_find_a_clean_sinusoid():
     feats = star_features(t, flux)
     assert abs(feats.cand_days[0] / 2.345 - 1) < 0.002
     assert feats.lc.shape == (1024,) and feats.pgram.shape == (512,)
-    assert feats.folded.shape == (4, 200) and feats.pgram.max() == pytest.approx(1.0)
+    assert feats.folded.shape == (6, 200) and feats.pgram.max() == pytest.approx(1.0)  # 4 + P/2, 2P
 
 
 def test_reduce_keeps_narrow_peaks():
@@ -74,7 +74,9 @@ def test_fold_bins_by_phase_and_fills_gaps():
 def test_clean_drops_nonfinite_and_outliers():
     t = np.array([3.0, 1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0])
     f = np.array([1.0, 1.01, 0.99, 1.0, np.inf, 1.0, 50.0, 1.02])
-    tc, fc = clean(t, f)
+    tc, fc = clean(t, f)  # the default keeps every finite point (DESIGN 3.1)
+    assert np.all(np.diff(tc) > 0) and 50.0 in fc and np.all(np.isfinite(fc)) and len(fc) == 6
+    tc, fc = clean(t, f, clip_sigma=5.0)  # the option removes the isolated spike
     assert np.all(np.diff(tc) > 0) and 50.0 not in fc and np.all(np.isfinite(fc))
 
 
@@ -98,7 +100,7 @@ def test_batches_are_seeded_and_periods_normalized():
 
 def test_peak_candidates_pad_without_noise():
     freq, power = lomb_scargle(np.linspace(0, 10, 300), np.sin(np.linspace(0, 10, 300) * 3))
-    cands = peak_candidates(freq, power, 6, harmonics=True)
+    cands = peak_candidates(freq, power, 4, harmonics=True)  # harmonics are added: 4 + 2
     assert len(cands) == 6 and cands[4] == pytest.approx(cands[0] / 2)
 
 

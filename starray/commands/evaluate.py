@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb-run-dir", metavar="RUN_DIR", default=None,
                    help="also log to W&B (job type 'evaluate', grouped with the training "
                         "run), W&B files under RUN_DIR")
+    p.add_argument("--baseline", metavar="JSON", default=None,
+                   help="add the row of benchmarks/feature_baseline.py's JSON to the report")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify light-curve files with a trained model",
@@ -148,7 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         m = evaluate_checkpoint(ckpt, out, per_class=args.per_class, seed=args.seed,
                                 batch=args.batch, device=args.device,
-                                wandb_run_dir=args.wandb_run_dir, progress=bar)
+                                wandb_run_dir=args.wandb_run_dir, progress=bar,
+                                baseline=args.baseline)
     except CheckpointError as e:
         _err("evaluate", str(e))
         return 2
@@ -162,6 +165,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"accuracy {m['accuracy']:.3f}  macro F1 {m['macro_f1']:.3f}  "
           f"period within 5%: regression {p['regression']['within_5pct']:.3f}, "
           f"chosen candidate {p['chosen']['within_5pct']:.3f}")
+    c = p["candidates"]
+    print(f"period within 1%: model {p['regression']['within_1pct']:.3f}; some candidate "
+          f"{c['any_within_tol']:.3f}, chosen when some is {c['chosen_given_any']:.3f}")
     print(f"CPU latency (batch 1) {cpu['latency_batch1_ms']:.1f} ms, "
           f"throughput {cpu['throughput_samples_per_s']:.0f} samples/s")
     print(f"report: {out / 'report.md'}")

@@ -52,17 +52,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    """Run (or resume) an ASHA sweep."""
-    from starray.tune.sweep import run_sweep
+    """Run (or resume) an ASHA sweep; 128+signal when stopped by SIGINT/SIGTERM."""
+    import sys
 
-    if args.resume:
-        summary = run_sweep(None, None, [], resume_dir=args.resume, address=args.address)
-    else:
-        if not args.space:
-            raise SystemExit("starray tune: --space is required (e.g. configs/tune/tiny.yaml)")
-        base = _config(args)
-        summary = run_sweep(args.space, base, [], address=args.address,
-                            num_samples=args.num_samples)
+    from starray.tune.sweep import SweepInterrupted, run_sweep
+
+    try:
+        if args.resume:
+            if args.overrides or args.space:
+                raise SystemExit("starray tune: --resume continues the sweep as saved; "
+                                 "--set and --space do not apply to it")
+            summary = run_sweep(None, None, [], resume_dir=args.resume, address=args.address)
+        else:
+            if not args.space:
+                raise SystemExit("starray tune: --space is required (e.g. configs/tune/tiny.yaml)")
+            where = [f"name={args.name}"] if args.name else []
+            where += [f"output_dir={args.output_dir}"] if args.output_dir else []
+            base = load_config(args.config, where)  # --set goes on top of the space's base:
+            summary = run_sweep(args.space, base, list(args.overrides), address=args.address,
+                                num_samples=args.num_samples)
+    except SweepInterrupted as e:
+        print(f"starray tune: stopped by {e}", file=sys.stderr)
+        return 128 + e.signum
     print(json.dumps(summary, indent=1) if args.json else summary["table"])
     return 0
 
@@ -87,8 +98,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "tune", help="ASHA sweep over architecture and training hyperparameters",
         description="Ray Tune sweep: each trial runs a TorchTrainer; ASHA stops weak trials "
-                    "early; one data-generation pool and validation set serve all trials.",
+                    "early; one data-generation pool and validation set serve all trials. "
+                    "Settings: the config, then the space file's base:, then --set. Trials at "
+                    "once: (CPUs - data.generators x data.generator_cpus) // (workers x "
+                    "cpus_per_worker + 0.001), bounded by GPUs. Ctrl-C or SIGTERM stops the "
+                    "sweep and its local Ray; --resume continues it with ASHA's rungs kept.",
         epilog="examples:\n  starray tune --space configs/tune/tiny.yaml --name sweep1\n"
+               "  starray tune --space configs/tune/tiny.yaml --name s2 --num-samples 4 "
+               "--set data.stars_per_epoch=512\n"
                "  starray tune --resume runs/sweep1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(t)

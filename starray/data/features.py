@@ -1,20 +1,35 @@
-"""From a light curve to model inputs (DESIGN section 3).
+"""From light curves to model inputs (DESIGN section 3), batch-first.
 
 clean -> light-curve branch (z-scored, 1024-point uniform grid) -> Lomb-Scargle
-periodogram (nifty-ls) reduced to 512 log-period bins keeping peaks -> top-N peak
-candidates -> light curve folded at each candidate and binned by phase (200 bins).
+periodogram reduced to 512 log-period bins keeping peaks -> top-N peak candidates (+ P/2
+and 2P of the best with ``harmonics``) -> light curve folded at each candidate and binned
+by phase (200 bins). :func:`batch_features` does it for many stars sharing one time axis
+(no loop over stars); :func:`star_features` is the same code for one real light curve.
 """
 
 from __future__ import annotations
 
+import time as _time
 from dataclasses import dataclass
 
 import numpy as np
 
+from starray.data.cleaning import clean  # noqa: F401 - re-exported: predict/inspect use it
+from starray.data.periodogram import (
+    P_MAX,
+    P_MIN,
+    freq_grid,
+    lomb_scargle_batch,
+    peak_periods,
+    reduce_batch,
+    reduce_plan,
+    refine_peak,
+)
+
 LC_LENGTH = 1024
 PGRAM_BINS = 512
 FOLD_BINS = 200
-P_MIN, P_MAX = 0.1, 50.0  # days: the model's period axis
+REFINE_STEP = 0.01  # refine the best peak where the grid step exceeds 1% of its frequency
 LOGP_LO, LOGP_HI = np.log10(P_MIN), np.log10(P_MAX)
 
 
@@ -32,146 +47,203 @@ def denormalize_period(norm: np.ndarray | float) -> np.ndarray:
     return 10 ** (np.asarray(norm, dtype=np.float64) * (LOGP_HI - LOGP_LO) + LOGP_LO)
 
 
+def n_total_candidates(n_candidates: int, harmonics: bool) -> int:
+    """Candidates per star: the N peaks, plus P/2 and 2P of the best with harmonics."""
+    return n_candidates + (2 if harmonics else 0)
+
+
 @dataclass
 class StarFeatures:
     """Model inputs for one star."""
 
     lc: np.ndarray  # (1024,)
     pgram: np.ndarray  # (512,)
-    folded: np.ndarray  # (N, 200)
-    cand_days: np.ndarray  # (N,)
-
-
-def clean(time: np.ndarray, flux: np.ndarray, iqr_k: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-    """Drop non-finite points, sort by time, remove flux outliers beyond ``iqr_k`` x IQR."""
-    time = np.asarray(time, dtype=np.float64)
-    flux = np.asarray(flux, dtype=np.float64)
-    ok = np.isfinite(time) & np.isfinite(flux)
-    time, flux = time[ok], flux[ok]
-    order = np.argsort(time, kind="stable")
-    time, flux = time[order], flux[order]
-    if len(flux) >= 4 and iqr_k > 0:
-        q1, q3 = np.percentile(flux, [25, 75])
-        iqr = q3 - q1
-        if iqr > 0:
-            keep = (flux >= q1 - iqr_k * iqr) & (flux <= q3 + iqr_k * iqr)
-            time, flux = time[keep], flux[keep]
-    return time, flux
+    folded: np.ndarray  # (C, 200)
+    cand_days: np.ndarray  # (C,)
 
 
 def zscore(flux: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance (a flat curve stays zero)."""
-    sd = flux.std()
-    return (flux - flux.mean()) / (sd if sd > 0 else 1.0)
+    """Zero mean, unit variance along the last axis (a flat curve stays zero)."""
+    flux = np.asarray(flux, dtype=np.float64)
+    sd = flux.std(axis=-1, keepdims=True)
+    return (flux - flux.mean(axis=-1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
 def resample(time: np.ndarray, flux_z: np.ndarray, length: int = LC_LENGTH) -> np.ndarray:
-    """Linear interpolation onto a uniform grid spanning the observations."""
+    """Linear interpolation of each row of ``flux_z`` (..., M) onto a uniform grid of
+    ``length`` points spanning the shared times ``time`` (M,)."""
     grid = np.linspace(time[0], time[-1], length)
-    return np.interp(grid, time, flux_z)
+    hi = np.clip(np.searchsorted(time, grid, side="right"), 1, len(time) - 1)
+    lo = hi - 1
+    gap = time[hi] - time[lo]
+    w = np.clip((grid - time[lo]) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)
+    return flux_z[..., lo] * (1 - w) + flux_z[..., hi] * w
 
 
-def lomb_scargle(time: np.ndarray, flux_z: np.ndarray, samples_per_peak: int = 10
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lomb-Scargle power on a uniform frequency grid, periods 0.1 d .. min(2 span, 50) d."""
-    import nifty_ls
+def fold_batch(time: np.ndarray, flux_z: np.ndarray, periods: np.ndarray,
+               bins: int = FOLD_BINS) -> np.ndarray:
+    """Mean flux per phase bin of each star (B, M) at each of its periods (B, C):
+    (B, C, bins); empty bins interpolated around the circle.
 
-    span = float(time[-1] - time[0])
-    fmax = 1.0 / P_MIN
-    fmin = 1.0 / min(2.0 * span, P_MAX)
-    df = 1.0 / (samples_per_peak * span)
-    nf = int(np.ceil((fmax - fmin) / df)) + 1
-    res = nifty_ls.lombscargle(time, flux_z, fmin=fmin, fmax=fmax, Nf=nf,
-                               backend="finufft", nthreads=1)
-    power = np.nan_to_num(np.asarray(res.power, dtype=np.float64), nan=0.0)
-    return res.freq(), np.clip(power, 0.0, None)
-
-
-_LOG_EDGES = np.linspace(-LOGP_HI, -LOGP_LO, PGRAM_BINS + 1)  # log10 frequency edges
-
-
-def reduce_peaks(freq: np.ndarray, power: np.ndarray, bins: int = PGRAM_BINS) -> np.ndarray:
-    """Max power per log-period bin (keeps narrow peaks), normalized to max 1.
-
-    Bins finer than the frequency grid are filled by interpolation; bins outside the
-    searched range are 0. Bin 0 is the longest period (50 d), the last is 0.1 d.
+    One weighted bincount per candidate slot (a loop over the C slots, each over all
+    stars, keeps the working set in cache) gives both sums and counts: the weights are
+    flux + K with K a power of two far above any partial sum, so a bin's total is
+    S + K n, n = round(total / K) (exact) and S = total - K n.
     """
-    edges = _LOG_EDGES if bins == PGRAM_BINS else np.linspace(-LOGP_HI, -LOGP_LO, bins + 1)
-    idx = np.clip(np.searchsorted(edges, np.log10(freq), side="right") - 1, 0, bins - 1)
-    out = np.full(bins, -1.0)
-    np.maximum.at(out, idx, power)
-    filled = out >= 0
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    lo, hi = np.log10(freq[0]), np.log10(freq[-1])
-    inside = (centers >= lo) & (centers <= hi)
-    if filled.any():
-        out = np.where(filled, out, np.interp(centers, centers[filled], out[filled]))
-    out[~inside & ~filled] = 0.0
-    peak = out.max()
-    return out / peak if peak > 0 else out
-
-
-def peak_candidates(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = False
-                    ) -> np.ndarray:
-    """Periods (days) of the ``n`` highest periodogram peaks, refined by a parabola."""
-    p = power
-    is_peak = np.zeros(len(p), dtype=bool)
-    is_peak[1:-1] = (p[1:-1] > p[:-2]) & (p[1:-1] >= p[2:])
-    peaks = np.flatnonzero(is_peak)
-    if len(peaks) == 0:
-        peaks = np.array([int(np.argmax(p))])
-    n_peaks = n - 2 if harmonics and n > 2 else n
-    top = peaks[np.argsort(p[peaks])[::-1][:n_peaks]]
-    periods = []
-    for i in top:
-        f = freq[i]
-        if 0 < i < len(p) - 1:
-            denom = p[i - 1] - 2 * p[i] + p[i + 1]
-            if denom < 0:
-                shift = 0.5 * (p[i - 1] - p[i + 1]) / denom
-                f = freq[i] + np.clip(shift, -0.5, 0.5) * (freq[1] - freq[0])
-        periods.append(1.0 / f)
-    if harmonics and n > 2:
-        periods += [periods[0] / 2, periods[0] * 2]
-    while len(periods) < n:  # too few peaks: repeat the best one (never random)
-        periods.append(periods[0])
-    return np.clip(np.array(periods[:n]), P_MIN / 2, P_MAX * 2)
-
-
-def fold(time: np.ndarray, flux_z: np.ndarray, period: float, bins: int = FOLD_BINS) -> np.ndarray:
-    """Mean flux per phase bin at ``period``; empty bins interpolated around the circle."""
-    phase = (time / period) % 1.0
-    idx = np.minimum((phase * bins).astype(np.int64), bins - 1)
-    sums = np.bincount(idx, weights=flux_z, minlength=bins)
-    counts = np.bincount(idx, minlength=bins)
+    b, c = periods.shape
+    m = len(time)
+    span = float(time[-1] - time[0])
+    # float32 phases when they are exact enough (< 1024 cycles: < 0.03 bin of rounding)
+    real = np.float32 if span / max(float(periods.min()), 1e-12) < 1024 else np.float64
+    magic = real(1.5 * 2.0 ** (23 if real is np.float32 else 52))  # x + magic - magic: round
+    since = (time - time[0]).astype(real)
+    big = 2.0 ** np.ceil(np.log2(4.0 * m * (np.abs(flux_z).max() + 1.0)))
+    weights = (flux_z + big).ravel()
+    row_start = (np.arange(b, dtype=np.int64) * bins)[:, None]
+    total = np.empty((b, c, bins))
+    for j in range(c):
+        phase = np.multiply.outer((1.0 / periods[:, j]).astype(real), since)  # cycles
+        phase += real(0.5)
+        whole = phase + magic
+        whole -= magic
+        phase -= whole  # phase - 1/2 in [-1/2, 1/2)
+        phase *= real(bins * (1 - 2.0 ** -20))
+        phase += real(0.5 * bins)
+        idx = phase.astype(np.int32 if real is np.float32 else np.int64) + row_start
+        total[:, j] = np.bincount(idx.ravel(), weights=weights,
+                                  minlength=b * bins).reshape(b, bins)
+    total = total.reshape(b * c, bins)
+    counts = np.rint(total / big)
+    total -= counts * big
+    out = total / np.maximum(counts, 1.0)
     have = counts > 0
-    out = np.zeros(bins)
-    out[have] = sums[have] / counts[have]
-    if not have.all() and have.any():
-        x = np.flatnonzero(have)
-        xp = np.concatenate([x - bins, x, x + bins])
-        fp = np.tile(out[have], 3)
-        out[~have] = np.interp(np.flatnonzero(~have), xp, fp)
-    return out
+    if not have.all():
+        _fill_circular(out, have)
+    return out.reshape(b, c, bins)
+
+
+def _fill_circular(out: np.ndarray, have: np.ndarray) -> None:
+    """In place: linear interpolation of empty bins from the nearest filled bins on each
+    side, around the circle (rows with no filled bin stay 0). Works on the flattened
+    positions of the empty bins only (one searchsorted), no loop over rows."""
+    rows, bins = out.shape
+    flat_have = have.ravel()
+    full = np.flatnonzero(flat_have)
+    empty = np.flatnonzero(~flat_have)
+    if len(full) == 0:
+        out[:] = 0.0
+        return
+    row = empty // bins
+    base = row * bins
+    k = np.searchsorted(full, empty)
+    # first and last filled bin of each row (valid where the row has any)
+    row_first = full[np.minimum(np.searchsorted(full, np.arange(rows) * bins), len(full) - 1)]
+    row_last = full[np.maximum(np.searchsorted(full, np.arange(1, rows + 1) * bins) - 1, 0)]
+    has_any = (row_first // bins == np.arange(rows)) & (row_first <= row_last)
+    left = full[np.maximum(k - 1, 0)]
+    left = np.where((k > 0) & (left >= base), left, row_last[row] - bins)  # wrap
+    right = full[np.minimum(k, len(full) - 1)]
+    right = np.where((k < len(full)) & (right < base + bins), right, row_first[row] + bins)
+    flat = out.ravel()
+    lv = flat[np.where(left >= base, left, left + bins)]
+    rv = flat[np.where(right < base + bins, right, right - bins)]
+    w = (empty - left) / np.maximum(right - left, 1)
+    flat[empty] = np.where(has_any[row], lv + (rv - lv) * w, 0.0)
+
+
+class StageTimer:
+    """Accumulated seconds per named stage (the benchmark's per-stage shares)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = _time.process_time()
+
+    def lap(self, stage: str) -> None:
+        now = _time.process_time()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
+
+    def restart(self) -> None:
+        self._t = _time.process_time()
+
+
+def batch_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
+                   harmonics: bool = True, timer: StageTimer | None = None,
+                   single: bool | None = None) -> dict[str, np.ndarray]:
+    """Model inputs of stars (B, M) sharing the cleaned, sorted times ``time`` (M,).
+    ``single``: float32 periodogram sums (see :func:`lomb_scargle_batch`).
+
+    Returns ``lc`` (B, 1024), ``pgram`` (B, 512), ``folded`` (B, C, 200) and
+    ``cand_days`` (B, C), float32, C = :func:`n_total_candidates`.
+    """
+    lap = timer.lap if timer else (lambda _stage: None)
+    fz = zscore(flux)
+    grid = freq_grid(float(time[-1] - time[0]))
+    power = lomb_scargle_batch(time, fz, grid, single=single)
+    lap("periodogram")
+    freq = grid.freq
+    pgram = reduce_batch(power, reduce_plan(freq, PGRAM_BINS))
+    lap("reduce")
+    cands = peak_periods(freq, power, n_candidates, harmonics=False)
+    coarse = np.flatnonzero(grid.df * cands[:, 0] > REFINE_STEP)  # grid step > 1% of f
+    if len(coarse):
+        cands[coarse, 0] = 1.0 / refine_peak(time, fz[coarse], 1.0 / cands[coarse, 0], grid.df)
+    if harmonics:
+        cands = np.concatenate([cands, cands[:, :1] / 2, cands[:, :1] * 2], axis=1)
+    cands = np.clip(cands, P_MIN / 2, P_MAX * 2)
+    lap("candidates")
+    folded = fold_batch(time, fz, cands)
+    lap("folds")
+    lc = resample(time, fz)
+    lap("resample")
+    return {"lc": lc.astype(np.float32), "pgram": pgram.astype(np.float32),
+            "folded": folded.astype(np.float32), "cand_days": cands.astype(np.float32)}
+
+
+def check_light_curve(time: np.ndarray, flux: np.ndarray, min_points: int = 20) -> None:
+    """Raise LightCurveError when a cleaned light curve cannot become model inputs."""
+    if len(time) < min_points:
+        raise LightCurveError(f"only {len(time)} usable points after cleaning "
+                              f"(need {min_points})")
+    if time[-1] - time[0] <= 0:
+        raise LightCurveError("all points have the same time")
+    if not np.ptp(flux) > 0:
+        raise LightCurveError("flux is constant")
+    if 2.0 * (time[-1] - time[0]) <= 2.0 * P_MIN:
+        raise LightCurveError(f"spans {time[-1] - time[0]:.3g} d; the period search needs "
+                              f"more than {P_MIN:g} d")
 
 
 def star_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
-                  harmonics: bool = False, min_points: int = 20) -> StarFeatures:
+                  harmonics: bool = True, min_points: int = 20,
+                  clip_sigma: float | None = None) -> StarFeatures:
     """All model inputs for one light curve; raises LightCurveError when impossible."""
-    t, f = clean(time, flux)
-    if len(t) < min_points:
-        raise LightCurveError(f"only {len(t)} usable points after cleaning (need {min_points})")
-    if t[-1] - t[0] <= 0:
-        raise LightCurveError("all points have the same time")
-    if not np.ptp(f) > 0:
-        raise LightCurveError("flux is constant")
-    fz = zscore(f)
-    freq, power = lomb_scargle(t, fz)
-    cands = peak_candidates(freq, power, n_candidates, harmonics)
-    folded = np.stack([fold(t, fz, p) for p in cands])
-    return StarFeatures(
-        lc=resample(t, fz).astype(np.float32),
-        pgram=reduce_peaks(freq, power).astype(np.float32),
-        folded=folded.astype(np.float32),
-        cand_days=cands.astype(np.float32),
-    )
+    t, f = clean(time, flux, clip_sigma)
+    check_light_curve(t, f, min_points)
+    out = batch_features(t, f[None, :], n_candidates, harmonics, single=False)  # exact
+    return StarFeatures(lc=out["lc"][0], pgram=out["pgram"][0], folded=out["folded"][0],
+                        cand_days=out["cand_days"][0])
+
+
+# ------------------------------------------------- one-star helpers (tests, inspection)
+def lomb_scargle(time: np.ndarray, flux_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (1/day) and Lomb-Scargle power of one light curve (DESIGN grid)."""
+    grid = freq_grid(float(time[-1] - time[0]))
+    return grid.freq, lomb_scargle_batch(time, flux_z, grid, single=False)[0]
+
+
+def reduce_peaks(freq: np.ndarray, power: np.ndarray, bins: int = PGRAM_BINS) -> np.ndarray:
+    """Max power per log-period bin of one periodogram, normalized to max 1."""
+    return reduce_batch(np.asarray(power)[None, :], reduce_plan(freq, bins))[0]
+
+
+def peak_candidates(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = True
+                    ) -> np.ndarray:
+    """Candidate periods (days) of one periodogram: n peaks (+ P/2, 2P with harmonics)."""
+    return peak_periods(freq, np.asarray(power)[None, :], n, harmonics)[0]
+
+
+def fold(time: np.ndarray, flux_z: np.ndarray, period: float, bins: int = FOLD_BINS
+         ) -> np.ndarray:
+    """Mean flux per phase bin of one light curve at ``period``."""
+    return fold_batch(time, np.asarray(flux_z)[None, :], np.array([[period]]), bins)[0, 0]

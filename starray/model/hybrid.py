@@ -2,16 +2,31 @@
 
 DESIGN section 1. All B x N candidates run through the shared extractor in one batch;
 the output keeps the per-candidate attention weights (which period the model believes).
+
+Period heads (``period_head``):
+- ``candidate`` (the default of new runs): the primary period is the top-scored candidate's,
+  refined by a bounded correction in log space (``tanh``, at most ``MAX_CORRECTION``
+  relative); the candidate scores are trained to pick the true period.
+- ``regress`` (the reference definition, kept for comparison): the primary period is
+  regressed from the fused features.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from starray.data.features import LOGP_HI, LOGP_LO
 from starray.data.synth import N_CLASSES
+
+PERIOD_HEADS = ("candidate", "regress")
+MAX_SLOTS = 16  # candidate slots with their own learned embedding (cand_context)
+MAX_CORRECTION = 0.03  # the candidate head moves the chosen period by at most 3%
+# ... in the model's normalized log10 period units
+CORRECTION_BOUND = float(math.log10(1 + MAX_CORRECTION) / (LOGP_HI - LOGP_LO))
 
 
 class Extractor(nn.Module):
@@ -44,14 +59,29 @@ class MultiBranchStarModelHybrid(nn.Module):
 
     def __init__(self, emb_dim: int, merged_dim: int, cnn_hidden: int, d_model: int,
                  n_heads: int, n_layers: int, dropout: float, stem_stride: int = 1,
-                 n_classes: int = N_CLASSES) -> None:
+                 n_classes: int = N_CLASSES, period_head: str = "regress",
+                 cand_context: bool = False) -> None:
         super().__init__()
+        if period_head not in PERIOD_HEADS:
+            raise ValueError(f"period_head: {period_head!r} is not one of "
+                             f"{', '.join(PERIOD_HEADS)}")
+        self.period_head = period_head
         args = (cnn_hidden, d_model, n_heads, n_layers, dropout, emb_dim, stem_stride)
         self.lc_branch = Extractor(1, *args)
         self.pgram_branch = Extractor(1, *args)
         self.cand_branch = Extractor(2, *args)
         self.cand_score = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.Tanh(),
                                         nn.Linear(emb_dim, 1))
+        # cand_context: candidates see each other and the two global branches before they are
+        # scored (a beater's primary is the shorter of its two peaks; an eclipsing binary's is
+        # twice the strongest): one attention layer over [lc, pgram, cand_1..N] tokens
+        self.cand_context = None
+        if cand_context:
+            heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
+            self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
+                                                           batch_first=True)
+            # which slot a candidate fills: 0 = the strongest peak, ..., then P/2 and 2P
+            self.cand_slot = nn.Embedding(MAX_SLOTS, emb_dim)
         self.fusion = nn.Sequential(
             nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(merged_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
@@ -62,21 +92,41 @@ class MultiBranchStarModelHybrid(nn.Module):
 
     def forward(self, lc: torch.Tensor, pgram: torch.Tensor, folded: torch.Tensor,
                 cand_logp: torch.Tensor) -> dict[str, torch.Tensor]:
-        """lc (B,1,1024), pgram (B,1,512), folded (B,N,200), cand_logp (B,N)."""
+        """lc (B,1,1024), pgram (B,1,512), folded (B,N,200), cand_logp (B,N).
+
+        Returns ``logits`` (B, classes); ``p1`` and ``p2`` (B,), normalized log10 periods;
+        ``cand_logits`` and ``cand_weights`` (B, N), the candidate scores and their softmax;
+        ``chosen`` (B,), the index of the top-scored candidate; ``p1_correction`` (B,), the
+        candidate head's correction of the chosen candidate (candidate head only).
+        """
         b, n, length = folded.shape
         cand_in = torch.stack([folded, cand_logp[..., None].expand(b, n, length)], dim=2)
         cand_emb = self.cand_branch(cand_in.reshape(b * n, 2, length)).reshape(b, n, -1)
+        lc_emb, pg_emb = self.lc_branch(lc), self.pgram_branch(pgram)  # (B, emb)
+        if self.cand_context is not None:
+            slots = self.cand_slot(torch.arange(n, device=cand_emb.device).clamp(max=MAX_SLOTS - 1))
+            tokens = torch.cat([lc_emb[:, None], pg_emb[:, None], cand_emb + slots], dim=1)
+            cand_emb = self.cand_context(tokens)[:, 2:]  # (B, N, emb)
         cand_logits = self.cand_score(cand_emb).squeeze(-1)  # (B, N)
         weights = torch.softmax(cand_logits.float(), dim=1).to(cand_emb.dtype)
         pooled = (weights[..., None] * cand_emb).sum(dim=1)
-        merged = self.fusion(torch.cat([self.lc_branch(lc), self.pgram_branch(pgram), pooled], 1))
-        return {
+        merged = self.fusion(torch.cat([lc_emb, pg_emb, pooled], 1))
+        chosen = cand_logits.argmax(dim=1)  # (B,)
+        raw = self.p1_head(merged).squeeze(-1).float()
+        out = {
             "logits": self.class_head(merged),
-            "p1": self.p1_head(merged).squeeze(-1),
+            "p1": raw,
+            "chosen": chosen,
             "p2": self.p2_head(merged).squeeze(-1),
             "cand_logits": cand_logits,
             "cand_weights": weights,
         }
+        if self.period_head == "candidate":
+            correction = CORRECTION_BOUND * torch.tanh(raw)
+            base = cand_logp.float().gather(1, chosen[:, None]).squeeze(1)
+            out["p1"] = base + correction
+            out["p1_correction"] = correction
+        return out
 
 
 def build_model(dims: dict[str, Any]) -> MultiBranchStarModelHybrid:

@@ -22,7 +22,14 @@ from starray.model.hybrid import build_model
 from starray.model.inference import to_tensors
 from starray.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from starray.train.data_pool import BatchStream, DataPool
-from starray.train.loop import Schedule, ValAccumulator, build_optimizer, compute_loss, val_metrics
+from starray.train.loop import (
+    Schedule,
+    ValAccumulator,
+    build_optimizer,
+    compute_loss,
+    scaled_lr,
+    val_metrics,
+)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -81,11 +88,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                          cfg.data.stars_per_epoch,
                          local=(ctx.get_local_rank(), ctx.get_local_world_size()))
     steps = stream.steps_per_epoch()
-    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda",
+                                lr=scaled_lr(cfg.train, cfg.data.batch_size * world))
     schedule = Schedule(optimizer, cfg.train, steps)
 
     start_epoch, history = 0, []
     best_loss, best_acc, bad_epochs = float("inf"), 0.0, 0
+    # best.pt follows train.best_metric / best_mode (the rule sweeps rank trials by)
+    best_sign = 1.0 if cfg.train.best_mode == "max" else -1.0
+    best_score = float("-inf")
     state = restore_state(run_dir)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -96,12 +107,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         best_loss = float(state.get("best_val_loss", best_loss))
         best_acc = float(state.get("best_val_acc", 0.0))
         bad_epochs = int(state.get("bad_epochs", 0))
+        best_score = float(state.get("best_score", best_score))
         if is_rank0:
             print(f"[starray] resuming at epoch {start_epoch} from the checkpoint of epoch "
                   f"{start_epoch - 1}", flush=True)
-    if cfg.train.compile:
+    compile_after = cfg.train.compile and cfg.train.compile_order == "after_ddp"
+    if cfg.train.compile and not compile_after:
         model = torch.compile(model)
     ddp_model = ray.train.torch.prepare_model(model)
+    if compile_after:
+        ddp_model = torch.compile(ddp_model)
+    budget_s = 60.0 * cfg.train.budget_minutes
+    t_run = time.perf_counter()
 
     tracker = None
     if is_rank0:
@@ -119,11 +136,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ddp_model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        part_sums = torch.zeros(3, device=device)  # ce, period, cand: on the device until epoch end
         for batch in stream.epoch(epoch):
             x = to_tensors(batch, device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-                loss, _ = compute_loss(out, x, cfg.train)
+                loss, parts = compute_loss(out, x, cfg.train)
+            part_sums += torch.stack([parts["ce"], parts["period"], parts["cand"]])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -132,10 +151,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             schedule.step()
             loss_sum += loss.detach()
         train_time = time.perf_counter() - t0
-        train_loss = loss_sum / steps
+        train_loss = torch.cat([loss_sum[None], part_sums]) / steps
         if world > 1:
             dist.all_reduce(train_loss)
             train_loss /= world
+        train_loss, train_parts = train_loss[0], train_loss[1:].tolist()
 
         eval_model = _unwrap(ddp_model)  # no DDP collectives: ranks hold unequal val shards
         eval_model.eval()
@@ -146,7 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
                     loss, _ = compute_loss(out, x, cfg.train)
-                acc.add(out, x, batch["cand_days"], float(loss))
+                acc.add(out, x, batch["cand_days"], loss)
         vm = val_metrics(_gather(acc.arrays(), world))
         last_val = vm.pop("_arrays")
         schedule.epoch_end(vm["val_loss"])
@@ -158,16 +178,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             bad_epochs += 1
         best_acc = max(best_acc, vm["val_acc"])
+        is_best = best_sign * vm[cfg.train.best_metric] > best_score
+        if is_best:
+            best_score = best_sign * vm[cfg.train.best_metric]
         stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
+        over_budget = budget_s > 0 and time.perf_counter() - t_run >= budget_s
+        if world > 1 and budget_s > 0:  # every rank stops after the same epoch
+            flag = torch.tensor(float(over_budget), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over_budget = bool(flag.item())
+        stop = stop or over_budget
         last = epoch == cfg.train.epochs - 1 or stop
         metrics = {"epoch": epoch, "train_loss": float(train_loss), **vm, "lr": schedule.lr,
+                   "train_ce": train_parts[0], "train_period": train_parts[1],
+                   "train_cand": train_parts[2],
                    "samples_per_s": steps * stream.batch_size * world / train_time,
                    "epochs_done": epoch + 1,
                    "epoch_time_s": epoch_times[-1], "best_val_acc": best_acc,
                    "best_val_loss": best_loss}
         history.append(metrics)
 
-        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or improved
+        save = (epoch + 1) % cfg.train.checkpoint_every == 0 or last or is_best
         ckpt_dir = None
         if is_rank0:
             if save:
@@ -177,9 +208,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "model_dims": dims, "class_names": list(CLASS_NAMES), "history": history,
                     "best_val_loss": best_loss, "best_val_acc": best_acc,
                     "bad_epochs": bad_epochs, "wandb_id": config["wandb_id"],
+                    "best_score": best_score,
                 }
                 last_path = save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if improved:
+                if is_best:
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
                 ckpt_dir = tempfile.mkdtemp(prefix="starray-ckpt-")
                 os.link(last_path, Path(ckpt_dir) / "checkpoint.pt")
@@ -189,7 +221,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             eta = np.mean(epoch_times) * (cfg.train.epochs - epoch - 1)
             print(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}"
                   f"  val_loss {vm['val_loss']:.4f}  val_acc {vm['val_acc']:.3f}  "
-                  f"cand<1% {vm['val_cand_within_1pct']:.3f}  "
+                  f"cand<1% {vm['val_cand_within_1pct']:.3f} "
+                  f"(chosen|any {vm['val_chosen_given_any']:.3f})  "
                   f"{metrics['samples_per_s']:,.0f} samples/s  lr {schedule.lr:.2e}  "
                   f"ETA {_fmt_time(eta if not stop else 0)}", flush=True)
         if is_rank0 and last:
@@ -204,7 +237,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f.unlink()
             os.rmdir(ckpt_dir)
         if stop:
-            if is_rank0:
+            if is_rank0 and over_budget:
+                print(f"[starray] budget stop: {cfg.train.budget_minutes:g} min of training "
+                      f"used after epoch {epoch + 1}", flush=True)
+            elif is_rank0:
                 print(f"[starray] early stop: val_loss has not improved for {bad_epochs} "
                       "epochs", flush=True)
             break

@@ -7,6 +7,8 @@ A space file (configs/tune/*.yaml)::
     mode: max
     max_concurrent_trials: 2  # default: what the CPUs/GPUs allow
     asha: {max_t: 6, grace_period: 1, reduction_factor: 3}
+    base:                     # settings every trial starts from (--set overrides them)
+      scaling.num_workers: 1
     space:
       train.lr: {loguniform: [1.0e-4, 1.0e-2]}
       model.d_model_heads: {choice: [[64, 4], [96, 6]]}   # d_model and n_heads together
@@ -15,6 +17,13 @@ A space file (configs/tune/*.yaml)::
 Kinds: choice (non-empty list), uniform [low, high], loguniform [low, high] (low > 0),
 randint [low, high] (high exclusive). Every key must be a config field
 (``section.key``) or ``model.d_model_heads``.
+
+What a trial may vary: one data-generation pool and one validation set serve every
+trial, built from the base config, so ``data.*`` keys that change the stars (or the pool)
+are refused; only those that change how a trial consumes the stream are allowed
+(:data:`CONSUMPTION_KEYS`). ``scaling.*`` (concurrency is computed from it), ``wandb.*``,
+``train.epochs`` (``asha.max_t``) and ``train.best_metric``/``best_mode`` (``metric``/
+``mode``) are set once for the whole sweep.
 """
 
 from __future__ import annotations
@@ -27,11 +36,21 @@ from typing import Any
 
 import yaml
 
-from starray.config import ConfigError, ExperimentConfig, apply_overrides, from_dict
+from starray.config import CHOICES, ConfigError, ExperimentConfig, apply_overrides, from_dict
 
 KINDS = ("choice", "uniform", "loguniform", "randint")
-TOP_KEYS = ("num_samples", "metric", "mode", "max_concurrent_trials", "asha", "space",
-            "trial_workers")
+TOP_KEYS = ("num_samples", "metric", "mode", "max_concurrent_trials", "asha", "base", "space")
+# data keys a trial may search: they change how it reads the shared stream, not the stars
+CONSUMPTION_KEYS = {"stream": ("data.batch_size", "data.stars_per_epoch", "data.prefetch"),
+                    "fixed": ("data.prefetch",)}
+# keys one sweep sets for all of its trials (searching them would be ignored or unsafe)
+SWEEP_WIDE = {
+    "scaling": "the trials' resources are sized once per sweep (set it under base:)",
+    "wandb": "tracking is set once per sweep (set it under base:)",
+    "train.epochs": "asha.max_t sets the trials' epochs",
+    "train.best_metric": "the space's metric sets it",
+    "train.best_mode": "the space's mode sets it",
+}
 ASHA_KEYS = ("max_t", "grace_period", "reduction_factor")
 PAIR_KEY = "model.d_model_heads"
 
@@ -47,12 +66,48 @@ class SweepSpec:
     max_concurrent_trials: int | None = None
     asha: dict[str, int] = field(default_factory=lambda: {"max_t": 6, "grace_period": 1,
                                                           "reduction_factor": 3})
+    base: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Back to the YAML form."""
         return {"num_samples": self.num_samples, "metric": self.metric, "mode": self.mode,
                 "max_concurrent_trials": self.max_concurrent_trials, "asha": dict(self.asha),
+                "base": dict(self.base),
                 "space": {k: {kind: args} for k, (kind, args) in self.space.items()}}
+
+    def base_overrides(self) -> list[str]:
+        """The space's ``base:`` settings as ``--set`` items."""
+        return [f"{k}={json.dumps(v)}" for k, v in self.base.items()]
+
+    def sweep_overrides(self) -> list[str]:
+        """What the sweep itself fixes in every trial: epochs and the "best" rule."""
+        return [f"train.epochs={self.asha['max_t']}", f"train.best_metric={self.metric}",
+                f"train.best_mode={self.mode}"]
+
+
+def trial_base(base: ExperimentConfig, spec: SweepSpec, overrides: list[str]
+               ) -> ExperimentConfig:
+    """The config every trial starts from: base < space ``base:`` < ``--set`` < sweep rules."""
+    cfg = from_dict(base.to_dict(), spec.base_overrides() + list(overrides)
+                    + spec.sweep_overrides())
+    check_space_keys(spec.space, cfg)
+    return cfg
+
+
+def check_space_keys(space: dict[str, Any], base: ExperimentConfig) -> None:
+    """Refuse keys a trial cannot vary (names the key and says why)."""
+    allowed = CONSUMPTION_KEYS[base.data.mode]
+    for key in space:
+        section = key.partition(".")[0]
+        why = SWEEP_WIDE.get(key) or SWEEP_WIDE.get(section)
+        if why:
+            raise ConfigError(f"space.{key}: cannot be searched: {why}")
+        if section == "data" and key not in allowed:
+            raise ConfigError(
+                f"space.{key}: cannot be searched: one data pool and validation set, built "
+                f"from the base config, serve every trial, so each trial would train on the "
+                f"base value; in {base.data.mode} mode a sweep may search only "
+                f"{', '.join(allowed)} (set {key} in the base config or under base:)")
 
 
 def flatten_params(params: dict[str, Any]) -> list[str]:
@@ -116,7 +171,8 @@ def check_combinations(spec: SweepSpec, base: ExperimentConfig) -> None:
     for combo in itertools.islice(combos, 4096):
         params = dict(zip(keys, combo))
         try:
-            from_dict(apply_overrides(base.to_dict(), flatten_params(params)))
+            from_dict(apply_overrides(base.to_dict(),
+                                      spec.base_overrides() + flatten_params(params)))
         except ConfigError as e:
             raise ConfigError(f"space: the combination {params} is invalid: {e}") from e
 
@@ -159,12 +215,31 @@ def parse_space(data: dict[str, Any], base: ExperimentConfig) -> SweepSpec:
     mode = data.get("mode", "max")
     if mode not in ("max", "min"):
         raise ConfigError(f"mode: {mode!r} is not one of max, min")
+    metric = data.get("metric", "val_acc")
+    if metric not in CHOICES["train.best_metric"]:
+        raise ConfigError(f"metric: {metric!r} is not one of "
+                          f"{', '.join(CHOICES['train.best_metric'])}")
+    trial_set = data.get("base") or {}
+    if not isinstance(trial_set, dict):
+        raise ConfigError(f"base: expected a mapping of section.key: value, got {trial_set!r}")
+    for key in trial_set:
+        if key in space:
+            raise ConfigError(f"base.{key}: also searched in space; keep one of the two")
+        if key in SWEEP_WIDE and not key.startswith(("scaling", "wandb")):
+            raise ConfigError(f"base.{key}: cannot be set here: {SWEEP_WIDE[key]}")
+    try:
+        base = from_dict(base.to_dict(), [f"{k}={json.dumps(v)}" for k, v in trial_set.items()])
+    except ConfigError as e:
+        raise ConfigError(f"base: {e}") from e
+    check_space_keys(space, base)
     num = data.get("num_samples", 8)
     if not isinstance(num, int) or num < 1:
         raise ConfigError(f"num_samples: must be a positive integer, got {num!r}")
-    spec = SweepSpec(space=space, num_samples=num, metric=data.get("metric", "val_acc"),
-                     mode=mode, max_concurrent_trials=data.get("max_concurrent_trials"),
-                     asha=asha)
+    conc = data.get("max_concurrent_trials")
+    if conc is not None and (not isinstance(conc, int) or conc < 1):
+        raise ConfigError(f"max_concurrent_trials: must be a positive integer, got {conc!r}")
+    spec = SweepSpec(space=space, num_samples=num, metric=metric, mode=mode,
+                     max_concurrent_trials=conc, asha=asha, base=dict(trial_set))
     check_combinations(spec, base)
     return spec
 
