@@ -343,6 +343,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         key, value = parse_override(item)
+        if key in ALIASES:  # an old key given later replaces the new one (it wins)
+            key = f"{key.split('.')[0]}.{ALIASES[key]}"
         parts = key.split(".")
         if len(parts) == 1:
             out[parts[0]] = value

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from starray.cli import main
-from starray.config import ConfigError, load_config
+from starray.config import ConfigError, from_dict, load_config
 from starray.data import shards
 from starray.data.dataset import make_batch
 from starray.train.resources import NodeResources, ResourceError, check_fits, max_trials, run_needs
@@ -41,7 +41,9 @@ def test_default_run_fits_two_cores_exactly_and_misfits_give_the_numbers():
     assert load_config(None, ["data.generators=3"]).data.generators_per_node == 3
     with pytest.raises(ConfigError, match="data.generators: old name of "
                                           "data.generators_per_node"):
-        load_config(None, ["data.generators=3", "data.generators_per_node=1"])
+        from_dict({"data": {"generators": 3, "generators_per_node": 1}})
+    assert load_config(None, ["data.generators_per_node=1", "data.generators=3"]
+                       ).data.generators_per_node == 3  # a later override wins
     with pytest.raises(ConfigError, match="data.path: required"):
         load_config(None, ["data.mode=files"])
 
