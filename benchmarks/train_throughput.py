@@ -1,8 +1,10 @@
-"""Training-step throughput per preset: data from the actor pool vs. tensors in memory.
+"""Training-step throughput per preset: data from the actor pool, from a files-mode
+dataset (memory-mapped shards) and from tensors already in memory.
 
-Both measurements run in the same process, one after the other, on the same model and
-the same stars, so the ratio is meaningful on a noisy shared machine. Prints a table and
-writes JSON to benchmarks/results/train_throughput.json.
+All measurements run in the same process, on the same model and the same stars, so the
+ratios are meaningful on a noisy shared machine (files and in-memory steps alternate, one
+by one, for ``--rounds`` epochs). Prints a table and writes JSON to
+benchmarks/results/train_throughput.json.
 
     python benchmarks/train_throughput.py                      # tiny on CPU
     python benchmarks/train_throughput.py --presets compact optimal large --device cuda \
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +49,7 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     import ray
 
     from starray.config import load_config, resolved_model
+    from starray.data.shards import RankReader
     from starray.model.hybrid import build_model
     from starray.model.inference import to_tensors
     from starray.train.data_pool import BatchStream, DataPool, DataSpec
@@ -63,7 +67,7 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     pool = DataPool.create(DataSpec.from_config(cfg), args.generators, args.generator_cpus)
     stream = BatchStream(pool, 0, 1, prefetch=args.prefetch, batch_size=args.batch_size,
                          stars_per_epoch=args.batch_size * args.steps)
-    # warm-up (and compile) on epoch 0, which also fills the pool's cache for that epoch
+    # warm-up (and compile) on epoch 0; its batches are kept for the files and memory runs
     batches = list(stream.epoch(0))
     for b in batches[: args.warmup]:
         step(b)
@@ -77,21 +81,58 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
         n += len(b["label"])
     sync()
     streamed = n / (time.perf_counter() - t0)
+    # files: the epoch-0 stars written as a sharded dataset, read memory-mapped by rank 0
     # in memory: the epoch-0 batches as tensors already on the device
     mem = [to_tensors(b, device) for b in batches]
-    sync()
-    t0 = time.perf_counter()
-    for b in mem:
-        step(b)
-    sync()
-    in_memory = len(mem) * args.batch_size / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="starray-bench-") as tmp:
+        reader = RankReader(write_dataset(tmp, batches, cfg), 0, 1, args.batch_size)
+        # steps alternate (one from files, one from memory) so that the machine's load
+        # hits both alike; a files step includes reading its batch from the shards
+        t_files = t_mem = 0.0
+        n = 0
+        for _ in range(args.rounds):
+            it = reader.epoch(1)
+            for b_mem in mem:
+                sync()
+                t0 = time.perf_counter()
+                b = next(it)
+                step(b)
+                sync()
+                t_files += time.perf_counter() - t0
+                n += len(b["label"])
+                t0 = time.perf_counter()
+                step(b_mem)
+                sync()
+                t_mem += time.perf_counter() - t0
+        files, in_memory = n / t_files, n / t_mem
     pool.shutdown()
     ray.shutdown()
     return {"preset": preset, "device": args.device, "batch_size": args.batch_size,
             "steps": args.steps, "generators": args.generators,
             "in_memory_samples_per_s": round(in_memory, 1),
             "streamed_samples_per_s": round(streamed, 1),
-            "streamed_over_memory": round(streamed / in_memory, 3)}
+            "files_samples_per_s": round(files, 1),
+            "streamed_over_memory": round(streamed / in_memory, 3),
+            "files_over_memory": round(files / in_memory, 3),
+            "loadavg": os.getloadavg()}
+
+
+def write_dataset(root: str, batches: list, cfg) -> object:
+    """The batches as a files-mode dataset (16 batches a shard); returns its DatasetInfo."""
+    from starray.data import shards
+    from starray.data.dataset import concat
+
+    per = 16
+    parts = [concat(batches[i:i + per]) for i in range(0, len(batches), per)]
+    data = {k: getattr(cfg.data, k) for k in shards.DATA_KEYS}
+    plan = shards.plan(cfg.seed, data, sum(len(p["label"]) for p in parts),
+                       len(parts[0]["label"]))
+    plan["shard_sizes"] = [len(p["label"]) for p in parts]
+    shards.start(root, plan)
+    for k, part in enumerate(parts):
+        shards.write_shard(root, k, part)
+    shards.finish(root, plan)
+    return shards.open_dataset(root)
 
 
 def main() -> None:
@@ -107,6 +148,8 @@ def main() -> None:
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--generator-cpus", type=float, default=0.5)
     p.add_argument("--prefetch", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="epochs of alternating files/in-memory steps")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = p.parse_args()
@@ -118,10 +161,12 @@ def main() -> None:
         print(f"[bench] {preset}: {args.steps} steps of {args.batch_size} on {args.device}",
               flush=True)
         rows.append(measure(preset, args))
-    print(f"\n{'preset':10s} {'device':6s} {'in-memory/s':>12s} {'streamed/s':>11s} {'ratio':>6s}")
+    print(f"\n{'preset':10s} {'device':6s} {'in-memory/s':>12s} {'streamed/s':>11s} {'ratio':>6s}"
+          f" {'files/s':>9s} {'ratio':>6s}   load {os.getloadavg()[0]:.2f}")
     for r in rows:
         print(f"{r['preset']:10s} {r['device']:6s} {r['in_memory_samples_per_s']:12.1f} "
-              f"{r['streamed_samples_per_s']:11.1f} {r['streamed_over_memory']:6.2f}")
+              f"{r['streamed_samples_per_s']:11.1f} {r['streamed_over_memory']:6.2f} "
+              f"{r['files_samples_per_s']:9.1f} {r['files_over_memory']:6.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))

@@ -24,7 +24,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Synthetic stars and the data path (DESIGN sections 2-4)."""
 
-    mode: str = "stream"  # stream: fresh stars each epoch; fixed: one dataset, reshuffled
+    mode: str = "stream"  # stream: fresh stars each epoch; fixed: one dataset, reshuffled;
+    # files: a dataset written by `starray generate --format shards` (data.path)
+    path: str | None = None  # files mode: the dataset folder
     stars_per_epoch: int = 4096  # stream mode
     n_per_class: int = 300  # fixed mode: dataset size is 14 x n_per_class
     val_stars: int = 1024  # one fixed validation set, generated once
@@ -36,9 +38,17 @@ class DataConfig:
     n_candidates: int = 4
     harmonics: bool = True  # add P/2 and 2P of the best peak after the N peaks (N + 2)
     clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
-    generators: int = 2  # size of the data-generation actor pool
+    # data-generation actors on every node that hosts training workers; 1 x 0.5 CPU plus
+    # 2 workers x 0.75 CPU fits a 2-core machine exactly. (`data.generators`, the old name,
+    # is read as this field.)
+    generators_per_node: int = 1
     generator_cpus: float = 0.5
     prefetch: int = 4  # batches requested ahead per worker (bounded buffer)
+
+    @property
+    def generators(self) -> int:
+        """Old name of ``generators_per_node`` (read-only, for callers of the old API)."""
+        return self.generators_per_node
 
 
 @dataclass(kw_only=True)
@@ -92,7 +102,7 @@ class ScalingConfig:
 
     num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 0.75  # 2 workers + 1 generator x 0.5 = 2 CPUs
     gpus_per_worker: float = 1.0
     placement: str = "PACK"  # PACK | SPREAD | STRICT_SPREAD
     max_failures: int = 3  # worker-group restarts from the last checkpoint
@@ -133,6 +143,11 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+# Old key -> the field that replaced it (read as the new field; both given and different
+# is an error). data.generators was the size of one cluster-wide pool.
+ALIASES: dict[str, str] = {"data.generators": "generators_per_node"}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # tiny: for CPUs (laptops, CI); a stride-8 stem keeps token sequences short (4x faster than
     # stride 4 on one core: attention cost grows with the square of the sequence).
@@ -147,7 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.mode": ("stream", "fixed"),
+    "data.mode": ("stream", "fixed", "files"),
     "model.preset": tuple(PRESETS) + ("custom",),
     "train.schedule": ("cosine", "plateau", "none"),
     "train.best_metric": ("val_acc", "val_loss", "val_cand_within_1pct", "val_p1_within_1pct",
@@ -229,6 +244,14 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    data = dict(data)
+    for key in [k for k in data if f"{prefix}{k}" in ALIASES]:
+        new = ALIASES[f"{prefix}{key}"]
+        value = data.pop(key)
+        if new in data and data[new] != value:
+            raise ConfigError(f"{prefix}{key}: old name of {prefix}{new}; both are set and "
+                              f"differ ({value!r} vs {data[new]!r}); keep only {prefix}{new}")
+        data[new] = value
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
@@ -260,7 +283,8 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("data.stars_per_epoch", d.stars_per_epoch), ("data.n_per_class", d.n_per_class),
         ("data.val_stars", d.val_stars), ("data.batch_size", d.batch_size),
         ("data.points_per_day", d.points_per_day), ("data.n_candidates", d.n_candidates),
-        ("data.generators", d.generators), ("data.generator_cpus", d.generator_cpus),
+        ("data.generators_per_node", d.generators_per_node),
+        ("data.generator_cpus", d.generator_cpus),
         ("data.prefetch", d.prefetch), ("train.epochs", t.epochs), ("train.lr", t.lr),
         ("train.checkpoint_every", t.checkpoint_every), ("scaling.num_workers", s.num_workers),
         ("scaling.cpus_per_worker", s.cpus_per_worker), ("data.min_days", d.min_days),
@@ -276,6 +300,9 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
         ("data.noise", d.noise), ("scaling.max_failures", s.max_failures),
     ]:
         _positive(path, value, allow_zero=True)
+    if d.mode == "files" and not d.path:
+        raise ConfigError("data.path: required when data.mode is files (a folder written by "
+                          "`starray generate --format shards`)")
     if d.clip_sigma is not None and not d.clip_sigma > 0:
         raise ConfigError(f"data.clip_sigma: must be > 0 or null (off), got {d.clip_sigma}")
     if d.max_days < d.min_days:
@@ -330,6 +357,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         key, value = parse_override(item)
+        if key in ALIASES:  # an old key given later replaces the new one (it wins)
+            key = f"{key.split('.')[0]}.{ALIASES[key]}"
         parts = key.split(".")
         if len(parts) == 1:
             out[parts[0]] = value

@@ -22,7 +22,7 @@ from starray.train.driver import read_history, run_training
 pytestmark = pytest.mark.ray
 
 SMALL = ["data.stars_per_epoch=256", "data.val_stars=128", "data.batch_size=32",
-         "data.generators=1", "data.generator_cpus=0.5", "train.warmup_epochs=0.5"]
+         "data.generators_per_node=1", "data.generator_cpus=0.5", "train.warmup_epochs=0.5"]
 
 
 def test_pool_gives_each_rank_distinct_stars_and_survives_a_killed_actor(ray_local):
@@ -31,7 +31,7 @@ def test_pool_gives_each_rank_distinct_stars_and_survives_a_killed_actor(ray_loc
     from starray.train.data_pool import BatchStream, DataPool, DataSpec
 
     cfg = load_config(None, SMALL)
-    pool = DataPool.create(DataSpec.from_config(cfg), size=2, cpus=0.25)
+    pool = DataPool.create(DataSpec.from_config(cfg), per_node=2, cpus=0.25)
     r0 = list(BatchStream(pool, 0, 2, prefetch=2).epoch(0))
     r1 = list(BatchStream(pool, 1, 2, prefetch=2).epoch(0))
     assert len(r0) == len(r1) == 4
@@ -52,7 +52,7 @@ def test_fixed_mode_reshuffles_one_dataset(ray_local):
     from starray.train.data_pool import BatchStream, DataPool, DataSpec
 
     cfg = load_config(None, SMALL + ["data.mode=fixed", "data.n_per_class=8"])
-    pool = DataPool.create(DataSpec.from_config(cfg), size=2, cpus=0.25)
+    pool = DataPool.create(DataSpec.from_config(cfg), per_node=2, cpus=0.25)
     e0 = list(BatchStream(pool, 0, 1, prefetch=2).epoch(0))
     e1 = list(BatchStream(pool, 0, 1, prefetch=2).epoch(1))
     rows = lambda bs: {r.tobytes() for b in bs for r in b["lc"]}  # noqa: E731

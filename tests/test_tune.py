@@ -8,7 +8,8 @@ import yaml
 from starray.config import ConfigError, load_config
 from starray.tune.space import parse_space
 
-BASE = load_config(None)
+# the old defaults (2 workers x 1 CPU, 2 generators x 0.5), which the numbers below use
+BASE = load_config(None, ["scaling.cpus_per_worker=1", "data.generators_per_node=2"])
 
 
 @pytest.mark.parametrize("space, match", [

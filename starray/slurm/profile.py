@@ -257,18 +257,23 @@ def check_against_cluster(p: ClusterProfile,
 
 def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
     """The Ray Train run (workers + data generators) fits in the job's allocation."""
+    from starray.train.resources import NodeResources, ResourceError, check_fits
+
     s, d = cfg.scaling, cfg.data
-    need = s.num_workers * s.cpus_per_worker + d.generators * d.generator_cpus
-    have = p.nodes * p.cpus_per_task
-    if need > have:
-        fit = (have - d.generators * d.generator_cpus) / s.num_workers
+    nodes = [NodeResources(node_id=f"slurm-node-{i}", cpus=float(p.cpus_per_task),
+                           gpus=float(p.gpus_per_node), name=f"node {i + 1}")
+             for i in range(p.nodes)]
+    try:
+        check_fits(cfg, nodes)
+    except ResourceError as e:
+        per_node = d.generators_per_node * d.generator_cpus
+        fit = (p.cpus_per_task - per_node) / max(1, -(-s.num_workers // p.nodes))
         hint = (f"e.g. --set scaling.cpus_per_worker={_floor2(fit):g}" if fit >= 0.05
-                else "lower data.generators or data.generator_cpus")
+                else "lower data.generators_per_node or data.generator_cpus")
         raise ProfileError(
-            f"scaling.num_workers: the run needs {s.num_workers} workers x {s.cpus_per_worker:g} "
-            f"CPUs + data.generators {d.generators} x {d.generator_cpus:g} CPUs = {need:g} CPUs, "
-            f"but the job has nodes {p.nodes} x cpus_per_task {p.cpus_per_task} = {have} "
-            f"(raise nodes/cpus_per_task or lower the run's CPUs: {hint})")
+            f"scaling.num_workers: the run does not fit the job (nodes {p.nodes} x "
+            f"cpus_per_task {p.cpus_per_task}): {e} (raise nodes/cpus_per_task or lower the "
+            f"run's CPUs: {hint})") from e
     if s.cpus_per_worker > p.cpus_per_task:
         raise ProfileError(f"scaling.cpus_per_worker: {s.cpus_per_worker:g} CPUs per worker do "
                            f"not fit on one node (cpus_per_task={p.cpus_per_task})")

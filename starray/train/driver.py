@@ -39,16 +39,22 @@ def ensure_ray(address: str | None, cfg: ExperimentConfig, verbose: bool = True)
     if address:
         ray.init(address=address, **{"log_to_driver": True, **quiet})
         return
-    s, d = cfg.scaling, cfg.data
-    need = s.num_workers * s.cpus_per_worker + d.generators * d.generator_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=True,
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=True,
              **{"log_to_driver": True, **quiet})
 
 
 def check_local_resources(cfg: ExperimentConfig, address: str | None) -> None:
-    """Before Ray starts: workers x CPUs must fit this machine (local runs only)."""
+    """Before Ray starts (local runs only): workers + generators fit this machine, and
+    a files-mode dataset is complete and matches the config."""
+    from starray.train.resources import check_fits, local_node
+
+    if cfg.data.mode == "files":
+        from starray.data.shards import open_dataset
+
+        open_dataset(cfg.data.path, cfg.data)
     if address is None:
         validate(cfg, available_cpus=float(os.cpu_count() or 1))
+        check_fits(cfg, [local_node()])
         if cfg.scaling.use_gpu:
             import torch
 
@@ -142,7 +148,7 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
     The console shows a progress bar and one line per epoch; ``verbose`` adds Ray's logs.
     """
     from starray.train.best import best_row
-    from starray.train.data_pool import DataPool, DataSpec
+    from starray.train.data_pool import DataPool
     from starray.train.progress import Console
 
     check_local_resources(cfg, address)
@@ -150,13 +156,14 @@ def run_training(cfg: ExperimentConfig, address: str | None = None, resume: bool
     run_dir = cfg.run_dir
     t0 = time.time()
     ensure_ray(address, cfg, verbose=verbose)
-    spec = DataSpec.from_config(cfg)
-    pool = DataPool.create(spec, cfg.data.generators, cfg.data.generator_cpus)
+    pool = DataPool.for_run(cfg)  # resource check on the cluster's nodes, then the pool
+    spec = pool.spec
     try:
         with Console(cfg.train.epochs) as console:
             console.write(f"[starray] run folder {run_dir}")
             console.write(f"[starray] generating the validation set ({cfg.data.val_stars} "
-                          f"stars) on {cfg.data.generators} generator(s)...")
+                          f"stars) on {len(pool.actors)} generator(s) on "
+                          f"{len(set(pool.node_ids))} node(s)...")
             pool.prefill_validation()
             console.write(f"[starray] training {cfg.model.preset} on "
                           f"{cfg.scaling.num_workers} worker(s) "

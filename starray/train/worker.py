@@ -68,7 +68,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build_model(dims).to(device)
     rng.seed_rank(cfg.seed, rank)  # then each rank its own dropout stream
     stream = BatchStream(pool, rank, world, cfg.data.prefetch, cfg.data.batch_size,
-                         cfg.data.stars_per_epoch)
+                         cfg.data.stars_per_epoch,
+                         local=(ctx.get_local_rank(), ctx.get_local_world_size()))
     steps = stream.steps_per_epoch()
     optimizer = build_optimizer(model, cfg.train, fused=device.type == "cuda",
                                 lr=scaled_lr(cfg.train, cfg.data.batch_size * world))

@@ -4,7 +4,8 @@ Tune places only each trial's own driver (``TRIAL_CPU``); the trial's TorchTrain
 asks for its worker group, which Tune does not see. So the sweep bounds concurrency:
 
     per trial  = num_workers x (cpus_per_worker [, gpus_per_worker]) + TRIAL_CPU
-    shared     = data.generators x data.generator_cpus   (one pool for every trial)
+    shared     = data.generators_per_node x data.generator_cpus x nodes (one pool for
+                 every trial)
     concurrent = min(floor((CPUs - shared) / per-trial CPUs),
                      floor(GPUs / per-trial GPUs) if use_gpu,
                      max_concurrent_trials, num_samples)
@@ -36,12 +37,13 @@ class TrialNeed:
     gpus_per_worker: float
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig) -> TrialNeed:
-        """From the config every trial starts from."""
+    def of(cls, cfg: ExperimentConfig, nodes: int = 1) -> TrialNeed:
+        """From the config every trial starts from (``nodes``: nodes holding generators)."""
         s, d = cfg.scaling, cfg.data
         gpw = s.gpus_per_worker if s.use_gpu else 0.0
         return cls(cpus=s.num_workers * s.cpus_per_worker + TRIAL_CPU,
-                   gpus=s.num_workers * gpw, pool_cpus=d.generators * d.generator_cpus,
+                   gpus=s.num_workers * gpw,
+                   pool_cpus=d.generators_per_node * d.generator_cpus * nodes,
                    workers=s.num_workers, cpus_per_worker=s.cpus_per_worker,
                    gpus_per_worker=gpw)
 
@@ -50,18 +52,18 @@ class TrialNeed:
         gpu = f" and {self.gpus:g} GPU" if self.gpus else ""
         return (f"{self.workers} worker(s) x {self.cpus_per_worker:g} CPU + {TRIAL_CPU:g} "
                 f"(the trial) = {self.cpus:g} CPU{gpu} per trial, plus {self.pool_cpus:g} CPU "
-                "for the shared data generators (data.generators x data.generator_cpus)")
+                "for the shared data generators (data.generators_per_node x data.generator_cpus)")
 
 
 def concurrent_trials(cfg: ExperimentConfig, cpus: float, gpus: float, where: str,
                       limit: int | None = None, num_samples: int | None = None,
-                      largest_node: tuple[float, float] | None = None) -> int:
+                      largest_node: tuple[float, float] | None = None, nodes: int = 1) -> int:
     """Trials that fit at once on ``cpus``/``gpus``; ConfigError if not even one fits.
 
     ``where`` names the resources in the error ("this machine", "the Ray cluster");
     ``largest_node`` (CPUs, GPUs) checks that one worker fits on some node.
     """
-    need = TrialNeed.of(cfg)
+    need = TrialNeed.of(cfg, nodes)
     free = cpus - need.pool_cpus
     short = []
     if free + _EPS < need.cpus:
@@ -78,7 +80,8 @@ def concurrent_trials(cfg: ExperimentConfig, cpus: float, gpus: float, where: st
         raise ConfigError(
             "scaling: a sweep trial cannot fit: it needs " + "; ".join(short) + ". "
             + need.describe() + ". Lower scaling.num_workers, scaling.cpus_per_worker, "
-            "data.generators or data.generator_cpus (e.g. under base: in the space file).")
+            "data.generators_per_node or data.generator_cpus (e.g. under base: in the "
+            "space file).")
     n = math.floor((free + _EPS) / need.cpus)
     if need.gpus:
         n = min(n, math.floor((gpus + _EPS) / need.gpus))

@@ -205,13 +205,23 @@ def results_concurrency(sweep_dir: Path) -> int | None:
     return json.loads(path.read_text())["concurrent"] if path.exists() else None
 
 
+def _generator_nodes(base: ExperimentConfig) -> int:
+    """Nodes of the connected cluster that get the shared pool's generators."""
+    from starray.train.resources import check_fits, cluster_nodes
+
+    try:
+        return max(1, len(check_fits(base, cluster_nodes()).generator_nodes))
+    except ConfigError:
+        return 1  # concurrent_trials reports what does not fit
+
+
 def _fit(sweep_dir: Path, spec: Any, base: ExperimentConfig, address: str | None,
          resume_dir: str | None, points: list[dict[str, Any]] | None, scheduler: str,
          stop: StopOnSignal, ensure_ray: Any) -> tuple[list[str], dict[str, int], int, Any]:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from starray.train.data_pool import DataPool, DataSpec
+    from starray.train.data_pool import SHARED_CACHE, DataPool
     from starray.tune.asha_state import AshaLedger, PersistentASHA
     from starray.tune.console import TrialTable
 
@@ -220,12 +230,12 @@ def _fit(sweep_dir: Path, spec: Any, base: ExperimentConfig, address: str | None
     cpus, gpus, largest = cluster_resources()
     concurrent = concurrent_trials(base, cpus, gpus,
                                    "the Ray cluster" if address else "the local Ray",
-                                   spec.max_concurrent_trials, spec.num_samples, largest)
+                                   spec.max_concurrent_trials, spec.num_samples, largest,
+                                   nodes=_generator_nodes(base))
     (sweep_dir / "concurrency.json").write_text(json.dumps(
         {"concurrent": concurrent, "cpus": cpus, "gpus": gpus, "trial_cpu": TRIAL_CPU}))
     ledger = AshaLedger(sweep_dir)
-    pool = DataPool.create(DataSpec.from_config(base), base.data.generators,
-                           base.data.generator_cpus)
+    pool = DataPool.for_run(base, cache=SHARED_CACHE)  # trials share batches: cache on
     try:
         print(f"[starray] sweep {sweep_dir.name}: {spec.num_samples} trials, {concurrent} at "
               f"a time ({cpus:g} CPUs, {gpus:g} GPUs), ASHA {spec.asha}, metric "
