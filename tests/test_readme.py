@@ -38,7 +38,7 @@ EXPENSIVE = {
     "evaluate": ["tests/test_evaluate.py"],
     "predict": ["tests/test_predict_export.py"],
     "export": ["tests/test_predict_export.py"],
-    "generate": ["tests/test_data.py"],
+    "generate": ["tests/test_pool.py"],
     "inspect": ["tests/test_lightcurve_io.py"],
 }
 CHEAP = {"config", "jobs", "slurm"}

@@ -260,20 +260,6 @@ def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
     from starray.train.resources import NodeResources, ResourceError, check_fits
 
     s, d = cfg.scaling, cfg.data
-    nodes = [NodeResources(node_id=f"slurm-node-{i}", cpus=float(p.cpus_per_task),
-                           gpus=float(p.gpus_per_node), name=f"node {i + 1}")
-             for i in range(p.nodes)]
-    try:
-        check_fits(cfg, nodes)
-    except ResourceError as e:
-        per_node = d.generators_per_node * d.generator_cpus
-        fit = (p.cpus_per_task - per_node) / max(1, -(-s.num_workers // p.nodes))
-        hint = (f"e.g. --set scaling.cpus_per_worker={_floor2(fit):g}" if fit >= 0.05
-                else "lower data.generators_per_node or data.generator_cpus")
-        raise ProfileError(
-            f"scaling.num_workers: the run does not fit the job (nodes {p.nodes} x "
-            f"cpus_per_task {p.cpus_per_task}): {e} (raise nodes/cpus_per_task or lower the "
-            f"run's CPUs: {hint})") from e
     if s.cpus_per_worker > p.cpus_per_task:
         raise ProfileError(f"scaling.cpus_per_worker: {s.cpus_per_worker:g} CPUs per worker do "
                            f"not fit on one node (cpus_per_task={p.cpus_per_task})")
@@ -281,10 +267,10 @@ def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
         raise ProfileError(f"scaling.placement: STRICT_SPREAD puts each of the "
                            f"{s.num_workers} workers on its own node, but the job has "
                            f"{p.nodes} nodes (set cluster nodes={s.num_workers})")
+    if s.use_gpu and p.gpus_per_node == 0:
+        raise ProfileError("scaling.use_gpu: the run uses GPUs but the cluster profile has "
+                           "gpus_per_node=0")
     if s.use_gpu:
-        if p.gpus_per_node == 0:
-            raise ProfileError("scaling.use_gpu: the run uses GPUs but the cluster profile has "
-                               "gpus_per_node=0")
         gneed = s.num_workers * s.gpus_per_worker
         if gneed > p.nodes * p.gpus_per_node:
             raise ProfileError(
@@ -294,6 +280,23 @@ def check_run_fits(cfg: ExperimentConfig, p: ClusterProfile) -> None:
         if s.gpus_per_worker > p.gpus_per_node:
             raise ProfileError(f"scaling.gpus_per_worker: {s.gpus_per_worker:g} GPUs per worker "
                                f"do not fit on one node (gpus_per_node={p.gpus_per_node})")
+    nodes = [NodeResources(node_id=f"node{i + 1}", cpus=float(p.cpus_per_task),
+                           gpus=float(p.gpus_per_node)) for i in range(p.nodes)]
+    try:
+        check_fits(cfg, nodes)
+    except ResourceError as e:
+        per_node = d.generators_per_node * d.generator_cpus
+        need = s.num_workers * s.cpus_per_worker + per_node * p.nodes
+        have = p.nodes * p.cpus_per_task
+        fit = (p.cpus_per_task - per_node) / max(1, -(-s.num_workers // p.nodes))
+        hint = (f"e.g. --set scaling.cpus_per_worker={_floor2(fit):g}" if fit >= 0.05
+                else "lower data.generators_per_node or data.generator_cpus")
+        raise ProfileError(
+            f"scaling.num_workers: the run needs {s.num_workers} workers x "
+            f"{s.cpus_per_worker:g} CPUs + data.generators_per_node {d.generators_per_node} x "
+            f"{d.generator_cpus:g} CPUs on each of {p.nodes} node(s) = {need:g} CPUs, but the "
+            f"job has nodes {p.nodes} x cpus_per_task {p.cpus_per_task} = {have} (raise "
+            f"nodes/cpus_per_task or lower the run's CPUs: {hint}). Per node: {e}") from e
 
 
 def _floor2(x: float) -> float:
