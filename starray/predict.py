@@ -33,16 +33,15 @@ from starray.data.lightcurve_checks import (
 )
 from starray.data.lightcurve_columns import ColumnChoice
 from starray.data.lightcurve_io import LightCurveReadError, read_lightcurve
-from starray.model.inference import predict_arrays
+from starray.model.inference import APERIODIC_CLASSES, predict_arrays
 
 CSV_FIELDS = ("file", "class", "probability", "class_2", "probability_2", "class_3",
               "probability_3", "p1_days", "p2_days", "chosen_days", "chosen_weight",
               "candidates_days", "candidate_weights", "n_points", "format", "warnings")
 
-# Classes without a period (DESIGN section 2): the period columns show "-" (JSON null).
-# long_term_trend counts as aperiodic: its class is the trend; 70 % of them carry a
-# texture sine, but that period is incidental, not what defines the star.
-APERIODIC_CLASSES = frozenset({"burster", "dipper", "stochastic", "long_term_trend"})
+# Classes without a period (starray.model.inference.APERIODIC_CLASSES, DESIGN section 2):
+# the period columns show "-" (JSON null). long_term_trend counts as aperiodic: its class
+# is the trend; 70 % of them carry a texture sine, but that period is incidental.
 # Periodic classes whose stars have no secondary period: p2 shows "-".
 NO_SECONDARY_CLASSES = frozenset({"sinusoidal", "eclipsing_binary",
                                   "co_rotating_thin_material"})
