@@ -49,7 +49,7 @@ def test_train_console_shows_each_epoch_once_and_no_ray_chatter(tmp_path):
     for chatter in ("TrainingReport(", "Reporting training result", "TrainController",
                     "RayTrainWorker", "Started training worker group", "Token authentication"):
         assert chatter not in text, f"{chatter!r} reached the console:\n{text[-3000:]}"
-    assert re.search(r"best validation accuracy \d\.\d{3} \(epoch \d\), final \d\.\d{3}, 2 "
+    assert re.search(r"best val_acc \d\.\d{4} \(epoch \d, max\), final \d\.\d{4}, 2 "
                      r"epochs", out.stdout)
     assert "best_checkpoint" in out.stdout
     run = tmp_path / "console"

@@ -325,13 +325,24 @@ def test_sigterm_to_the_process_group_stops_ray_and_prints_the_resume_command(tm
 @pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_worker_group_that_cannot_start_fails_with_the_numbers(tmp_path, ray_local):
+    import ray
+
     from starray.train.driver import TrainingError, run_training
 
-    # 2 workers x 1 CPU + a 0.5-CPU generator on a 2-CPU Ray: never schedulable
-    cfg = load_config(None, SMALL + ["scaling.num_workers=2", "scaling.start_timeout_s=3",
-                                     f"output_dir={tmp_path}", "name=big"])
+    # the run fits the node (2 x 0.75 + a 0.5-CPU generator = 2 CPUs: the resource check
+    # passes), but another job holds 1 CPU, so the worker group can never be scheduled
+    @ray.remote(num_cpus=1)
+    class Hog:
+        def ping(self) -> int:
+            return 1
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote())
+    cfg = load_config(None, SMALL + ["scaling.num_workers=2", "scaling.cpus_per_worker=0.75",
+                                     "scaling.start_timeout_s=3", f"output_dir={tmp_path}",
+                                     "name=big"])
     t0 = time.time()
-    with pytest.raises(TrainingError, match=r"2 workers x 1 CPU\) could not be scheduled "
+    with pytest.raises(TrainingError, match=r"2 workers x 0.75 CPU\) could not be scheduled "
                                             r"within scaling.start_timeout_s=3 s, 3 times"):
         run_training(cfg, address="auto")
     assert time.time() - t0 < 120

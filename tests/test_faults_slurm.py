@@ -77,8 +77,8 @@ def _check_epochs_once(seen: list[int], before: list[int], log: str) -> int:
     assert seen == list(range(len(seen))), f"an epoch is missing or repeated: {seen}"
     assert seen[:len(before)] == before and len(seen) > len(before), (before, seen)
     resumed = re.findall(r"resuming at epoch (\d+)", log)
-    if resumed:  # the worker's own line (wording owned by training)
-        assert int(resumed[-1]) == len(before), (resumed, before)
+    if resumed:  # the worker's own line (wording owned by training: 1-based epochs)
+        assert int(resumed[-1]) == len(before) + 1, (resumed, before)
     return len(before)
 
 
