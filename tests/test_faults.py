@@ -315,8 +315,11 @@ def test_sigterm_to_the_process_group_stops_ray_and_prints_the_resume_command(tm
     finally:
         _kill_group(proc.pid)
     text = log.read_text()
-    # 128 + 15 from our handler, or 1 when Ray's core worker sees its raylet gone first
-    assert rc in (128 + signal.SIGTERM, 1), text[-3000:]
+    # 128 + 15 from our handler; 1 when Ray's core worker sees its raylet gone first; or
+    # -SIGABRT when that core worker aborts first (the group's SIGTERM also reached the
+    # local raylet): a race inside Ray. What the user needs holds in every case: the
+    # resume line was printed and no process of the run is left (asserted below).
+    assert rc in (128 + signal.SIGTERM, 1, -signal.SIGABRT), text[-3000:]
     assert "SIGTERM: stopping the training and shutting Ray down" in text
     assert f"resume with: starray train --resume {tmp_path / 'g'}" in text
     assert not left, f"left running: {left}"
