@@ -36,7 +36,7 @@ class DataConfig:
     points_per_day: float = 75.0
     noise: float = 0.02
     n_candidates: int = 4
-    harmonics: bool = True  # add P/2 and 2P of the best peak after the N peaks (N + 2)
+    harmonics: bool = True  # add P/2, 2P, 4P of the best peak after the N peaks (N + 3)
     clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
     # data-generation actors on every node that hosts training workers; 1 x 0.5 CPU plus
     # 2 workers x 0.75 CPU fits a 2-core machine exactly. (`data.generators`, the old name,

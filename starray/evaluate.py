@@ -45,7 +45,7 @@ from starray.model.inference import INPUT_KEYS, predict_arrays
 from starray.report import write_report
 
 BENCH_SPACE = "benchmark"  # starray.data.seeds: disjoint from training, fixed and validation
-CHUNK = 256  # stars per make_batch call; part of the benchmark's definition
+CHUNK = 64  # stars per make_batch call (two cadence templates); part of the benchmark's definition
 
 Progress = Callable[[str], None]
 

@@ -67,3 +67,14 @@ def test_every_command_has_help(capsys):
             main([name, "--help"])
         assert e.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["default", "cpu-quality"])
+def test_shipped_cpu_configs_fit_this_two_core_machine(name):
+    """The CPU configs users type first must start on 2 cores: workers + generators <= 2."""
+    from starray.train.resources import NodeResources, ResourceError, check_fits
+
+    cfg = validate(load_config(f"configs/train/{name}.yaml"), available_cpus=2)
+    check_fits(cfg, [NodeResources("local", cpus=2.0)])
+    with pytest.raises(ResourceError):  # the check can fail: one CPU cannot hold them
+        check_fits(cfg, [NodeResources("local", cpus=1.0)])

@@ -50,7 +50,8 @@ def test_candidates_find_a_clean_sinusoid():
     feats = star_features(t, flux)
     assert abs(feats.cand_days[0] / 2.345 - 1) < 0.002
     assert feats.lc.shape == (1024,) and feats.pgram.shape == (512,)
-    assert feats.folded.shape == (6, 200) and feats.pgram.max() == pytest.approx(1.0)  # 4 + P/2, 2P
+    # 4 peaks + P/2, 2P, 4P
+    assert feats.folded.shape == (7, 200) and feats.pgram.max() == pytest.approx(1.0)
 
 
 def test_reduce_keeps_narrow_peaks():
@@ -100,8 +101,8 @@ def test_batches_are_seeded_and_periods_normalized():
 
 def test_peak_candidates_pad_without_noise():
     freq, power = lomb_scargle(np.linspace(0, 10, 300), np.sin(np.linspace(0, 10, 300) * 3))
-    cands = peak_candidates(freq, power, 4, harmonics=True)  # harmonics are added: 4 + 2
-    assert len(cands) == 6 and cands[4] == pytest.approx(cands[0] / 2)
+    cands = peak_candidates(freq, power, 4, harmonics=True)  # harmonics are added: 4 + 3
+    assert len(cands) == 7 and cands[4] == pytest.approx(cands[0] / 2)
 
 
 def test_seed_spaces_are_disjoint_and_seeds_checked():

@@ -35,12 +35,14 @@ def test_batched_periodogram_matches_astropy_slow_on_200_stars():
 def test_batch_keys_shapes_and_candidate_match():
     batch, redraws = make_batch(64, 3, 0, 0)
     assert set(batch) == set(BATCH_KEYS) and redraws == 0
-    c = 4 + 2  # harmonics added after the 4 peaks
+    c = 4 + 3  # harmonics added after the 4 peaks: P/2, 2P, 4P
     assert batch["lc"].shape == (64, 1, 1024) and batch["pgram"].shape == (64, 1, 512)
     assert batch["folded"].shape == (64, c, 200) and batch["cand_match"].shape == (64, c)
     assert batch["cand_match"].dtype == np.float32
     np.testing.assert_allclose(batch["cand_days"][:, 4], batch["cand_days"][:, 0] / 2, rtol=1e-6)
-    np.testing.assert_allclose(batch["cand_days"][:, 5], batch["cand_days"][:, 0] * 2, rtol=1e-6)
+    # 2P and 4P: the multiples, moved by their harmonic-sum refinement by at most 5% in frequency
+    np.testing.assert_allclose(batch["cand_days"][:, 5], batch["cand_days"][:, 0] * 2, rtol=0.06)
+    np.testing.assert_allclose(batch["cand_days"][:, 6], batch["cand_days"][:, 0] * 4, rtol=0.06)
     no_period = ~np.isfinite(batch["p1"])
     assert no_period.any() and np.all(batch["cand_match"][no_period] == 0)
     for key in BATCH_KEYS:
@@ -148,3 +150,23 @@ def test_clip_sigma_config_and_batch_option():
     a, _ = make_batch(16, 2, 0, 0)
     b, _ = make_batch(16, 2, 0, 0, clip_sigma=8.0)  # synthetic stars have no spikes
     assert np.mean(np.all(a["lc"] == b["lc"], axis=(1, 2))) >= 0.8
+
+
+def test_harmonic_sum_refine_pins_a_narrow_eclipse_period():
+    """A few cycles of narrow eclipses: 2x the best Lomb-Scargle peak can miss the period by
+    over 1%; the harmonic sum pins it (its many harmonics are much narrower peaks)."""
+    from starray.data.features import zscore
+    from starray.data.periodogram import freq_grid, harmonic_sum_refine, lomb_scargle_batch
+
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(0, 7.0, 500))
+    period = 2.9  # ~2.4 cycles
+    phase = (t / period + 0.3) % 1.0
+    flux = 1 - 0.3 * np.exp(-0.5 * (np.minimum(phase, 1 - phase) / 0.01) ** 2)
+    flux -= 0.2 * np.exp(-0.5 * ((phase - 0.5) / 0.01) ** 2)
+    flux += rng.normal(0, 0.005, len(t))
+    grid = freq_grid(float(t[-1] - t[0]))
+    power = lomb_scargle_batch(t, zscore(flux)[None], grid, single=False)
+    start = np.array([1.035 / period])  # 3.5% off, as a coarse multiple may be
+    f = harmonic_sum_refine(power, grid, start)
+    assert abs(1 / f[0] / period - 1) < 0.003

@@ -34,7 +34,7 @@ def test_forward_shapes_and_loss_falls():
         loss.backward()
         opt.step()
         losses.append(float(loss))
-    assert out["logits"].shape == (32, 14) and out["cand_weights"].shape == (32, 6)
+    assert out["logits"].shape == (32, 14) and out["cand_weights"].shape == (32, 7)
     torch.testing.assert_close(out["cand_weights"].sum(1), torch.ones(32))
     assert losses[-1] < 0.7 * losses[0]
     pred = predict_arrays(model, batch)

@@ -52,7 +52,9 @@ def test_candidate_match_on_a_crafted_sine_and_eclipsing_binary():
     f = star_features(t, eb, n_candidates=6, harmonics=True)
     m = candidate_match(f.cand_days[None], np.array([period]))[0]
     assert abs(f.cand_days[0] / (period / 2) - 1) < 0.01  # the best peak: P/2 ...
-    assert m[-1] == 1.0 and m[0] == 0.0  # ... so only the added 2x harmonic matches P
+    c = f.cand_days
+    assert m[-2] == 1.0 and m[0] == 0.0  # ... so only the added 2x harmonic matches P
+    assert c[-1] == pytest.approx(4 * c[0], rel=0.06) and m[-1] == 0.0  # 4x: eclipses at P/4
     assert candidate_match(f.cand_days[None], np.array([np.nan]))[0].sum() == 0  # no period
 
 

@@ -63,7 +63,7 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
     for r in rows:
         # the periodogram's strongest peak is the true period; the attention picks from these
         assert abs(r["candidates_days"][0] / PERIOD - 1) < 0.01
-        assert len(r["candidates_days"]) == len(r["candidate_weights"]) == 6  # 4 + P/2, 2P
+        assert len(r["candidates_days"]) == len(r["candidate_weights"]) == 7  # 4 + P/2, 2P, 4P
         assert sum(r["candidate_weights"]) == pytest.approx(1.0, abs=1e-4)
         assert [c for c, _ in r["top3"]][0] == r["class"] and len(r["top3"]) == 3
         if r["class"] in APERIODIC_CLASSES:  # no period: "-" in the table, null in JSON
@@ -73,7 +73,7 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
     with open(tmp_path / "p.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == 4 and table[0]["class"] == rows[0]["class"]
-    assert len(table[0]["candidates_days"].split(";")) == 6
+    assert len(table[0]["candidates_days"].split(";")) == 7
     saved = json.loads((tmp_path / "p.json").read_text())
     assert len(saved["predictions"]) == 4 and saved["failures"] == []
     pngs = sorted((tmp_path / "plots").glob("*.png"))
@@ -280,7 +280,8 @@ def test_inspect_writes_pngs_for_magnitudes_and_fits(star_files, tmp_path, capsy
         assert f"wrote {png}" in out and png.stat().st_size > 40_000
     from matplotlib.image import imread
 
-    assert imread(pngs[0]).shape[:2][::-1] == (1300, 1200)  # 13 x 12 in at 100 dpi
+    # 13 x (6.2 + 2.9 x 3 fold rows) inches at 100 dpi
+    assert imread(pngs[0]).shape[:2][::-1] == (1300, 1490)
 
 
 def test_inspect_reports_bad_files(tmp_path, capsys):

@@ -1,8 +1,8 @@
 """Batches of model inputs from synthetic stars, seeded by (run seed, space, epoch, index).
 
-One batch = one cadence template (drawn from the batch's generator, so different across
-batches) shared by all its stars: synthesis, cleaning, periodograms, candidates and
-folds run on (B, M) arrays with no loop over stars.
+Stars are made in groups of up to TEMPLATE_STARS that share one cadence template (drawn
+from the batch's generator, so different across groups and batches): synthesis, cleaning,
+periodograms, candidates and folds run on (B, M) arrays with no loop over stars.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_days", "label", "p1", "p2",
               "cand_match")
 MAX_REDRAWS = 20
+TEMPLATE_STARS = 32  # stars per cadence template: a batch of 64 holds two samplings
 
 
 def spec_from(data_cfg: Any) -> SynthSpec:
@@ -99,15 +100,19 @@ def synth_clean(n: int, rng: np.random.Generator, spec: SynthSpec, labels: np.nd
 def make_batch(n: int, seed: int, epoch: int, index: int, spec: SynthSpec = SynthSpec(),
                n_candidates: int = 4, harmonics: bool = True,
                labels: np.ndarray | None = None, space: str = "train",
-               clip_sigma: float | None = None, timer: StageTimer | None = None
-               ) -> tuple[Batch, int]:
+               clip_sigma: float | None = None, timer: StageTimer | None = None,
+               template_stars: int = TEMPLATE_STARS) -> tuple[Batch, int]:
     """``n`` stars seeded by (seed, space, epoch, index) -> (batch, number of redraws).
 
     ``space`` is a seed space of :mod:`starray.data.seeds` (train, fixed, validation,
-    benchmark); spaces never overlap. ``harmonics`` adds P/2 and 2P of the best peak
-    after the ``n_candidates`` peaks (C = n_candidates + 2). ``clip_sigma`` removes
+    benchmark); spaces never overlap. ``harmonics`` adds P/2, 2P and 4P of the best
+    peak after the ``n_candidates`` peaks (C = n_candidates + 3). ``clip_sigma`` removes
     isolated spikes (off by default; a star that loses points leaves the shared template
     and is processed alone). ``timer`` collects per-stage seconds.
+
+    The stars are split into groups of at most ``template_stars``, each on its own
+    cadence template, so one training batch never holds a single time sampling (batch
+    norm statistics of a one-template batch are the template's, not the data's).
     """
     rng = batch_rng(seed, space, epoch, index)
     if labels is None:
@@ -115,6 +120,20 @@ def make_batch(n: int, seed: int, epoch: int, index: int, spec: SynthSpec = Synt
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != n:
         raise ValueError(f"labels: expected {n} labels, got {len(labels)}")
+    groups = np.array_split(labels, max(1, -(-n // max(1, template_stars))))
+    parts, redraws = [], 0
+    for group in groups:
+        batch, r = _template_batch(group, rng, spec, n_candidates, harmonics, clip_sigma, timer)
+        parts.append(batch)
+        redraws += r
+    return (parts[0] if len(parts) == 1 else concat(parts)), redraws
+
+
+def _template_batch(labels: np.ndarray, rng: np.random.Generator, spec: SynthSpec,
+                    n_candidates: int, harmonics: bool, clip_sigma: float | None,
+                    timer: StageTimer | None) -> tuple[Batch, int]:
+    """Stars of ``labels`` on one cadence template drawn from ``rng`` -> (batch, redraws)."""
+    n = len(labels)
     sb, redraws = synth_clean(n, rng, spec, labels, timer)
     spiky = np.zeros((n, len(sb.time)), dtype=bool) if clip_sigma is None \
         else spike_mask(sb.flux, clip_sigma)

@@ -1,10 +1,11 @@
 """From light curves to model inputs (DESIGN section 3), batch-first.
 
 clean -> light-curve branch (z-scored, 1024-point uniform grid) -> Lomb-Scargle
-periodogram reduced to 512 log-period bins keeping peaks -> top-N peak candidates (+ P/2
-and 2P of the best with ``harmonics``) -> light curve folded at each candidate and binned
-by phase (200 bins). :func:`batch_features` does it for many stars sharing one time axis
-(no loop over stars); :func:`star_features` is the same code for one real light curve.
+periodogram reduced to 512 log-period bins keeping peaks -> top-N peak candidates (+ P/2,
+2P and 4P of the best with ``harmonics``, 2P and 4P refined by their harmonic sum) ->
+light curve folded at each candidate and binned by phase (200 bins). :func:`batch_features`
+does it for many stars sharing one time axis (no loop over stars); :func:`star_features` is
+the same code for one real light curve.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 
 from starray.data.cleaning import clean  # noqa: F401 - re-exported: predict/inspect use it
 from starray.data.periodogram import (
+    HARMONICS,
     P_MAX,
     P_MIN,
     freq_grid,
+    harmonic_sum_refine,
     lomb_scargle_batch,
     peak_periods,
     reduce_batch,
@@ -48,8 +51,8 @@ def denormalize_period(norm: np.ndarray | float) -> np.ndarray:
 
 
 def n_total_candidates(n_candidates: int, harmonics: bool) -> int:
-    """Candidates per star: the N peaks, plus P/2 and 2P of the best with harmonics."""
-    return n_candidates + (2 if harmonics else 0)
+    """Candidates per star: the N peaks, plus P/2, 2P and 4P of the best with harmonics."""
+    return n_candidates + (len(HARMONICS) if harmonics else 0)
 
 
 @dataclass
@@ -188,8 +191,11 @@ def batch_features(time: np.ndarray, flux: np.ndarray, n_candidates: int = 4,
     coarse = np.flatnonzero(grid.df * cands[:, 0] > REFINE_STEP)  # grid step > 1% of f
     if len(coarse):
         cands[coarse, 0] = 1.0 / refine_peak(time, fz[coarse], 1.0 / cands[coarse, 0], grid.df)
-    if harmonics:
-        cands = np.concatenate([cands, cands[:, :1] / 2, cands[:, :1] * 2], axis=1)
+    if harmonics:  # multiples above 1 refined by their harmonic sum (eclipses: many)
+        extra = [cands[:, :1] * k if k <= 1 else
+                 1.0 / harmonic_sum_refine(power, grid, 1.0 / (cands[:, 0] * k))[:, None]
+                 for k in HARMONICS]
+        cands = np.concatenate([cands] + extra, axis=1)
     cands = np.clip(cands, P_MIN / 2, P_MAX * 2)
     lap("candidates")
     folded = fold_batch(time, fz, cands)
@@ -239,7 +245,7 @@ def reduce_peaks(freq: np.ndarray, power: np.ndarray, bins: int = PGRAM_BINS) ->
 
 def peak_candidates(freq: np.ndarray, power: np.ndarray, n: int, harmonics: bool = True
                     ) -> np.ndarray:
-    """Candidate periods (days) of one periodogram: n peaks (+ P/2, 2P with harmonics)."""
+    """Candidate periods (days) of one periodogram: n peaks (+ P/2, 2P, 4P with harmonics)."""
     return peak_periods(freq, np.asarray(power)[None, :], n, harmonics)[0]
 
 

@@ -80,7 +80,7 @@ class MultiBranchStarModelHybrid(nn.Module):
             heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
             self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
                                                            batch_first=True)
-            # which slot a candidate fills: 0 = the strongest peak, ..., then P/2 and 2P
+            # which slot a candidate fills: 0 = the strongest peak, ..., then P/2, 2P and 4P
             self.cand_slot = nn.Embedding(MAX_SLOTS, emb_dim)
         self.fusion = nn.Sequential(
             nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),

@@ -32,7 +32,7 @@ from starray.data.dataset import Batch, make_batch, spec_from
 from starray.data.shards import DatasetInfo, RankReader, open_dataset
 from starray.data.synth import N_CLASSES
 
-VAL_BATCH = 256
+VAL_BATCH = 64  # validation stars per generator call (16 calls for 1,024 stars)
 SHARED_CACHE = 64  # batches each generator keeps when a sweep's trials share the pool
 THREAD_ENV = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                            "MKL_NUM_THREADS": "1"}}
