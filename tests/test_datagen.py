@@ -170,3 +170,21 @@ def test_harmonic_sum_refine_pins_a_narrow_eclipse_period():
     start = np.array([1.035 / period])  # 3.5% off, as a coarse multiple may be
     f = harmonic_sum_refine(power, grid, start)
     assert abs(1 / f[0] / period - 1) < 0.003
+
+
+def test_datagen_benchmark_prints_its_table_and_writes_json(tmp_path):
+    """benchmarks/datagen.py as a user runs it, small: the pipeline rows side by side."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "datagen.json"
+    proc = subprocess.run([sys.executable, "benchmarks/datagen.py", "--batch", "16",
+                           "--batches", "2", "--reference-stars", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(b) starray batches" in proc.stdout and "one template per batch" in proc.stdout
+    res = json.loads(out.read_text())
+    for key in ("reference", "batch", "batch_one_template"):
+        assert res[key]["stars_per_s_cpu"] > 0
+    assert res["batch"]["stars"] == res["batch_one_template"]["stars"] == 32

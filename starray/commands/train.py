@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train the model with Ray Train (DDP)",
         description="Train with Ray Train on N DDP workers fed by the data-generation actor "
                     "pool. Without --config this runs the embedded default: a local Ray, 2 CPU "
-                    "workers, the tiny preset, 10 epochs of 4,096 fresh stars (a few minutes).",
+                    "workers, the tiny preset, 12 epochs of 4,096 fresh stars (about 4 minutes).",
         epilog="examples:\n  starray train\n"
                "  starray train --config configs/train/default.yaml --set train.epochs=3 "
                "--name d3\n"
