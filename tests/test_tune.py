@@ -260,8 +260,12 @@ def test_sigkilled_sweep_resumes_with_asha_state(tmp_path):
             break
         time.sleep(0.3)
     assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its local Ray must not outlive it
     proc.wait()
+    deadline = time.time() + 30
+    while _marked(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _marked(proc.pid), [(p.pid, p.name()) for p in _marked(proc.pid)]
     before = histories()
     rungs_before = ledger.rungs()
     names = sorted(before)
@@ -285,6 +289,22 @@ def test_sigkilled_sweep_resumes_with_asha_state(tmp_path):
     assert rungs_before == ledger.rungs()[: len(rungs_before)]
 
 
+def _marked(pid: int) -> list:
+    """Processes of the local Ray that the sweep with driver ``pid`` started."""
+    import psutil
+
+    from starray.tune.signals import OWNER_ENV
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(OWNER_ENV, "").startswith(f"{pid}-"):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 @pytest.mark.ray
 def test_sigterm_to_the_sweeps_process_group_leaves_no_ray(tmp_path):
     """`kill -- -PGID` on `starray tune`: it says how to resume and no Ray process stays."""
@@ -293,25 +313,14 @@ def test_sigterm_to_the_sweeps_process_group_leaves_no_ray(tmp_path):
     import subprocess
     import time
 
-    import psutil
-
-    from starray.tune.signals import OWNER_ENV
-
     sets = [a for item in CHEAP for a in ("--set", item)]
     log = open(tmp_path / "log.txt", "w")
     proc = subprocess.Popen(_cli("tune", "--space", "configs/tune/tiny.yaml", "--name", "S",
                                  "--output-dir", str(tmp_path), "--num-samples", "2", *sets),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def ours() -> list[psutil.Process]:
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if p.environ().get(OWNER_ENV, "").startswith(f"{proc.pid}-"):
-                    found.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+    def ours() -> list:
+        return _marked(proc.pid)
 
     deadline = time.time() + 200
     while time.time() < deadline and proc.poll() is None:
@@ -324,7 +333,10 @@ def test_sigterm_to_the_sweeps_process_group_leaves_no_ray(tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     rc = proc.wait(timeout=90)
     text = (tmp_path / "log.txt").read_text()
-    assert rc == 128 + signal.SIGTERM, text[-3000:]
+    # 128 + 15 from our handler, or 1 when Ray's core worker saw its raylet gone (the
+    # group's SIGTERM reached it too) and ended the process first: a race inside Ray. The
+    # resume line is printed at the signal either way, and no process of Ray stays.
+    assert rc in (128 + signal.SIGTERM, 1), text[-3000:]
     assert f"resume with `starray tune --resume {tmp_path / 'S'}`" in text
     deadline = time.time() + 15
     while ours() and time.time() < deadline:

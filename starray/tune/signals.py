@@ -7,6 +7,11 @@ sweep starts carries ``STARRAY_RAY_OWNER`` in its environment (set before ``ray.
 inherited by gcs_server, raylet, dashboard and every worker); on a stop signal, after
 Tune's graceful stop and ``ray.shutdown()``, whatever still carries the mark is killed.
 A watchdog does the same and exits if the graceful path hangs.
+
+The stop message (with the resume command) is printed by a helper thread woken through
+``signal.set_wakeup_fd`` the moment the signal arrives: Python runs its own handler only
+when the main thread's current call returns, and after a SIGTERM to the whole group Ray's
+core worker may see its raylet gone and end the process (exit code 1) before that.
 """
 
 from __future__ import annotations
@@ -82,13 +87,45 @@ class StopOnSignal:
         self.received: int | None = None
         self.in_tune = False
         self._old: dict[int, Any] = {}
+        self._announced = threading.Lock()
+        self._wakeup: tuple[int, int] | None = None
+        self._old_wakeup = -1
 
     def __enter__(self) -> StopOnSignal:
         self._tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # one handler for both signals
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+        self._start_wakeup_reader()
         return self
+
+    def _start_wakeup_reader(self) -> None:
+        """Announce a signal from a helper thread at once (not when the main thread next
+        runs Python code)."""
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: the handler announces
+            os.close(r)
+            os.close(w)
+            return
+        self._wakeup = (r, w)
+        threading.Thread(target=self._read_wakeup, args=(r,), daemon=True,
+                         name="starray-signal").start()
+
+    def _read_wakeup(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 16)
+            except OSError:
+                return
+            if not data:  # the write end was closed by __exit__
+                os.close(fd)
+                return
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    self._announce(signum)
 
     def reinstall(self) -> None:
         """Take the signals back after ``ray.init`` (its core worker installs a C++ SIGTERM
@@ -99,19 +136,29 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._wakeup[1])  # the reader sees EOF and closes its end
+            self._wakeup = None
         if self._tune_env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._tune_env
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _announce(self, signum: int) -> None:
+        """Print the stop message and start the watchdog, once (first signal only)."""
+        if not self._announced.acquire(blocking=False):
+            return
         name = signal.Signals(signum).name
-        if self.received is not None:  # a second signal: no more waiting
-            self._hard_exit(signum)
-        self.received = signum
         print(f"\n[starray] {name}: stopping the sweep and its local Ray; {self.hint}",
               flush=True)
         threading.Thread(target=self._watchdog, args=(signum,), daemon=True).start()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: no more waiting
+            self._hard_exit(signum)
+        self.received = signum
+        self._announce(signum)  # already done by the wakeup reader, as a rule
         if self.in_tune and signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune: end the run, save experiment state
         else:
