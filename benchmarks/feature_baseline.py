@@ -12,7 +12,8 @@ Features (per star; C candidates, j = 0..C-1, candidate 0 the highest peak):
 - periods: log10 of each candidate; log10 ratio of each candidate to candidate 0;
 - powers: periodogram power at each candidate's bin; periodogram mean, the fraction of
   bins above 0.5, its entropy, the ratio of the second to the first local peak;
-- fold shape at each candidate: variance explained by the fold (1 - residual/total), the
+- fold shape at each candidate: its phase dispersion theta (PDM, from the raw points: an
+  input of the network too), variance explained by the fold (1 - residual/total), the
   fold's range, minimum, maximum, skewness, phase of the minimum, the correlation of the
   fold with itself shifted by half a phase (two equal eclipses: high), roughness (mean
   squared bin-to-bin difference);
@@ -90,6 +91,7 @@ def star_feature_table(batch: Batch) -> tuple[np.ndarray, list[str]]:
     peaks = np.sort(np.where(is_peak, pg, 0.0), axis=1)
     add(peaks[:, -2] / (peaks[:, -1] + 1e-12), "pgram_second_peak_ratio")
 
+    add(batch["cand_stats"][..., 0], "fold_theta")
     total = lc.var(1)[:, None] + 1e-9
     add(1 - np.clip((lc.var(1)[:, None] - folded.var(2)) / total, 0, None), "fold_var_explained")
     add(np.ptp(folded, axis=2), "fold_range")

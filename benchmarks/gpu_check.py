@@ -76,20 +76,23 @@ def make_inputs(n: int, n_cand: int, device: torch.device, real: bool) -> dict[s
     batch = {"lc": torch.randn(n, 1, LC_LENGTH, generator=g),
              "pgram": torch.rand(n, 1, PGRAM_BINS, generator=g),
              "folded": torch.randn(n, n_cand, FOLD_BINS, generator=g), "cand_logp": cand,
+             "cand_stats": torch.rand(n, n_cand, 2, generator=g),
              "label": torch.randint(0, 14, (n,), generator=g), "p1": p1,
              "p2": torch.full((n,), float("nan"))}
     return {k: v.to(device) for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- formulations
-def reference_forward(model: torch.nn.Module, lc, pgram, folded, cand_logp
+def reference_forward(model: torch.nn.Module, lc, pgram, folded, cand_logp, cand_stats
                       ) -> dict[str, torch.Tensor]:
     """The reference formulation: one candidate-branch pass per candidate, in Python."""
     b, n, length = folded.shape
     embs = []
     for j in range(n):
-        x = torch.stack([folded[:, j], cand_logp[:, j, None].expand(b, length)], dim=1)
-        embs.append(model.cand_branch(x))
+        channels = [folded[:, j], cand_logp[:, j, None].expand(b, length)]
+        for k in range(model.fold_stats):
+            channels.append(cand_stats[:, j, k, None].expand(b, length))
+        embs.append(model.cand_branch(torch.stack(channels, dim=1)))
     cand_emb = torch.stack(embs, dim=1)
     logits = model.cand_score(cand_emb).squeeze(-1)
     weights = torch.softmax(logits, dim=1)
@@ -104,9 +107,9 @@ def make_step(model, optimizer, train_cfg, device, bf16: bool, reference: bool):
     """One optimizer step on a tensor batch (returns the loss tensor, no host sync)."""
     from starray.train.loop import compute_loss
 
-    fwd = (lambda x: reference_forward(model, x["lc"], x["pgram"], x["folded"], x["cand_logp"])
-           ) if reference else (lambda x: model(x["lc"], x["pgram"], x["folded"],
-                                                x["cand_logp"]))
+    keys = ("lc", "pgram", "folded", "cand_logp", "cand_stats")
+    fwd = (lambda x: reference_forward(model, *(x[k] for k in keys))
+           ) if reference else (lambda x: model(*(x[k] for k in keys)))
 
     def step(x: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

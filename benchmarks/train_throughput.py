@@ -35,7 +35,7 @@ def step_fn(model, optimizer, cfg, device, use_bf16):
         x = to_tensors(batch, device, non_blocking=True) if isinstance(batch["lc"], np.ndarray) \
             else batch
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
+            out = model(x["lc"], x["pgram"], x["folded"], x["cand_logp"], x["cand_stats"])
             loss, _ = compute_loss(out, x, cfg.train)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -36,7 +36,7 @@ class DataConfig:
     points_per_day: float = 75.0
     noise: float = 0.02
     n_candidates: int = 4
-    harmonics: bool = True  # add P/2, 2P, 4P of the best peak after the N peaks (N + 3)
+    harmonics: bool = True  # add P/2, 2P, the harmonic-sum search's P and 2P (N + 4)
     clip_sigma: float | None = None  # remove isolated spikes beyond this many sigmas (off)
     # data-generation actors on every node that hosts training workers; 1 x 0.5 CPU plus
     # 2 workers x 0.75 CPU fits a 2-core machine exactly. (`data.generators`, the old name,
@@ -69,6 +69,10 @@ class ModelConfig:
     period_head: str = "candidate"
     # one attention layer over [lc, pgram, candidates] before the candidates are scored
     cand_context: bool = True
+    # how many of each fold's statistics (phase dispersion, half-phase correlation) the
+    # candidate branch gets as input channels (0-2): they tell an eclipsing binary's
+    # period from its half
+    fold_stats: int = 2
 
 
 @dataclass(kw_only=True)
@@ -86,7 +90,7 @@ class TrainConfig:
     best_mode: str | None = None  # max | min; unset: inferred from best_metric (BEST_METRICS)
     class_weight: float = 1.0
     period_weight: float = 1.0
-    candidate_weight: float = 1.0  # CE of the candidate scores against the matching candidates
+    candidate_weight: float = 2.0  # CE of the candidate scores against the matching candidates
     label_smoothing: float = 0.0
     checkpoint_every: int = 1
     bf16: bool = True  # autocast on GPU only
@@ -323,6 +327,9 @@ def validate(cfg: ExperimentConfig, available_cpus: float | None = None) -> Expe
             f"model.n_heads: {dims['n_heads']} does not divide model.d_model={dims['d_model']}")
     if not 0 <= dims["dropout"] < 1:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {dims['dropout']}")
+    if m.fold_stats not in (0, 1, 2):
+        raise ConfigError(f"model.fold_stats: must be 0, 1 (phase dispersion) or 2 (+ half-phase "
+                          f"correlation), got {m.fold_stats}")
     if t.best_metric not in BEST_METRICS:
         raise ConfigError(f"train.best_metric: {t.best_metric!r} is not one of "
                           f"{', '.join(BEST_METRICS)}")

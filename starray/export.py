@@ -68,8 +68,15 @@ def normalization_facts(n_candidates: int, harmonics: bool) -> dict[str, Any]:
         "pgram_bins": features.PGRAM_BINS,
         "pgram_normalization": "Lomb-Scargle power, max per log-period bin, max 1",
         "fold_bins": features.FOLD_BINS,
+        "fold_stats": {"theta": "within-bin flux variance of each fold over the curve's "
+                                "variance (PDM)",
+                       "half_corr": "correlation of each fold with itself shifted by half a "
+                                    "phase"},
         "n_candidates": n_candidates,
         "harmonics": harmonics,
+        "candidates": "N peaks, then P/2 and 2P of the best and the harmonic-sum search's "
+                      "period and twice it" if harmonics else "N peaks",
+        "total_candidates": features.n_total_candidates(n_candidates, harmonics),
     }
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from starray.data.candidates import peak_periods
 from starray.data.dataset import make_batch
 from starray.data.features import (
     LightCurveError,
     clean,
     denormalize_period,
     fold,
-    lomb_scargle,
+    fold_batch,
     normalize_period,
-    peak_candidates,
     reduce_peaks,
     star_features,
 )
@@ -50,8 +50,8 @@ def test_candidates_find_a_clean_sinusoid():
     feats = star_features(t, flux)
     assert abs(feats.cand_days[0] / 2.345 - 1) < 0.002
     assert feats.lc.shape == (1024,) and feats.pgram.shape == (512,)
-    # 4 peaks + P/2, 2P, 4P
-    assert feats.folded.shape == (7, 200) and feats.pgram.max() == pytest.approx(1.0)
+    # 4 peaks + P/2, 2P, the harmonic-sum search's period and twice it
+    assert feats.folded.shape == (8, 200) and feats.pgram.max() == pytest.approx(1.0)
 
 
 def test_reduce_keeps_narrow_peaks():
@@ -70,6 +70,43 @@ def test_fold_bins_by_phase_and_fills_gaps():
     assert np.corrcoef(folded, np.sin(2 * np.pi * phase))[0, 1] > 0.99
     sparse = fold(np.array([0.0, 0.5, 1.0, 1.5]), np.array([1.0, 2.0, 1.0, 2.0]), 2.0, bins=8)
     assert np.all(np.isfinite(sparse))
+
+
+def test_fold_stats_are_pdm_theta_and_half_correlation_and_tell_p_from_p_over_2():
+    from starray.data.features import FOLD_STATS, fold_stats, zscore
+
+    assert FOLD_STATS == ("theta", "half_corr")
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 20, 900))
+    y = zscore(np.sin(2 * np.pi * t / 1.3) + rng.normal(0, 0.1, 900))[None]
+    periods = np.array([[1.3, 0.65, 1.77, 2.6]])
+    folded, stats = fold_stats(t, y, periods)
+    np.testing.assert_allclose(folded, fold_batch(t, y, periods))
+    for j, period in enumerate(periods[0]):  # Stellingwerf's theta, written out
+        k = np.minimum(((((t - t[0]) / period + 0.5) % 1.0) * 200).astype(int), 199)
+        n, s1, s2 = (np.bincount(k, w, 200) for w in (None, y[0], y[0] ** 2))
+        ok = n > 0
+        within = (s2[ok] - s1[ok] ** 2 / n[ok]).sum() / (n.sum() - ok.sum())
+        assert stats[0, j, 0] == pytest.approx(within / y[0].var(ddof=1), rel=0.02)
+        fz = folded[0, j] - folded[0, j].mean()
+        corr = np.corrcoef(fz, np.roll(fz, 100))[0, 1]
+        assert stats[0, j, 1] == pytest.approx(corr, abs=1e-9)
+    theta, half = stats[0, :, 0], stats[0, :, 1]
+    assert theta[0] < 0.05 and theta[1] > 0.9 and theta[2] > 0.9 and theta[3] < 0.05
+    assert half[0] < -0.95 and half[3] > 0.95  # a sinusoid at P and at 2P
+
+    def eclipses(depth2: float) -> np.ndarray:
+        phase = (t / 2.6) % 1.0
+        flux = 1 - 0.3 * np.exp(-0.5 * (np.minimum(phase, 1 - phase) / 0.02) ** 2)
+        flux -= depth2 * np.exp(-0.5 * ((phase - 0.5) / 0.02) ** 2)
+        return zscore(flux + rng.normal(0, 0.01, 900))[None]
+
+    both = np.array([[2.6, 1.3]])
+    _, stats = fold_stats(t, eclipses(0.12), both)  # unlike eclipses: theta tells
+    assert stats[0, 0, 0] < 0.5 * stats[0, 1, 0], stats
+    _, stats = fold_stats(t, eclipses(0.3), both)  # alike: P/2-periodic, theta cannot tell
+    assert stats[0, 0, 0] == pytest.approx(stats[0, 1, 0], rel=0.5)
+    assert stats[0, 0, 1] > 0.9 and stats[0, 1, 1] < 0.1, stats  # ... the half correlation can
 
 
 def test_clean_drops_nonfinite_and_outliers():
@@ -100,9 +137,14 @@ def test_batches_are_seeded_and_periods_normalized():
 
 
 def test_peak_candidates_pad_without_noise():
-    freq, power = lomb_scargle(np.linspace(0, 10, 300), np.sin(np.linspace(0, 10, 300) * 3))
-    cands = peak_candidates(freq, power, 4, harmonics=True)  # harmonics are added: 4 + 3
-    assert len(cands) == 7 and cands[4] == pytest.approx(cands[0] / 2)
+    freq = np.linspace(0.02, 10, 1000)
+    power = np.exp(-0.5 * ((freq - 2.0) / 0.05) ** 2)  # one peak: the others repeat it
+    cands = peak_periods(freq, power[None], 4)[0]
+    np.testing.assert_allclose(cands, 0.5, rtol=1e-3)
+    t = np.linspace(0, 10, 300)
+    feats = star_features(t, np.sin(t * 3))  # harmonics added: 4 + 4
+    assert len(feats.cand_days) == 8
+    assert feats.cand_days[4] == pytest.approx(feats.cand_days[0] / 2, rel=1e-6)
 
 
 def test_seed_spaces_are_disjoint_and_seeds_checked():

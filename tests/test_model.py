@@ -19,6 +19,32 @@ def test_preset_parameter_counts_match_design(preset, params):
     assert count_parameters(build_model(PRESETS[preset])) == params
 
 
+def test_fold_stats_are_candidate_inputs_and_older_models_load_without_them():
+    from starray.config import ConfigError, load_config
+
+    batch = to_tensors(make_batch(8, 0, 0, 0)[0], "cpu")
+    assert batch["cand_stats"].shape == (8, 8, 2)
+    args = [batch[k] for k in ("lc", "pgram", "folded", "cand_logp")]
+    dims = dict(PRESETS["tiny"], cand_context=True, period_head="candidate")
+    torch.manual_seed(0)
+    new = build_model({**dims, "fold_stats": 2}).eval()
+    assert new.cand_branch.cnn[0].in_channels == 4
+    with torch.no_grad():
+        a = new(*args, batch["cand_stats"])["cand_logits"]
+        for k in range(2):  # each statistic moves the scores
+            other = batch["cand_stats"].clone()
+            other[..., k] = 0.0
+            assert not torch.allclose(a, new(*args, other)["cand_logits"])
+    with pytest.raises(ValueError, match="cand_stats"):
+        new(*args)
+    old = build_model(dims).eval()  # model_dims of a checkpoint from before fold_stats
+    assert old.cand_branch.cnn[0].in_channels == 2 and old.fold_stats == 0
+    with torch.no_grad():
+        torch.testing.assert_close(old(*args)["logits"], old(*args, batch["cand_stats"])["logits"])
+    with pytest.raises(ConfigError, match="model.fold_stats: must be 0, 1"):
+        load_config(None, ["model.fold_stats=3"])
+
+
 def test_forward_shapes_and_loss_falls():
     torch.manual_seed(0)
     batch, _ = make_batch(32, 0, 0, 0)
@@ -34,7 +60,7 @@ def test_forward_shapes_and_loss_falls():
         loss.backward()
         opt.step()
         losses.append(float(loss))
-    assert out["logits"].shape == (32, 14) and out["cand_weights"].shape == (32, 7)
+    assert out["logits"].shape == (32, 14) and out["cand_weights"].shape == (32, 8)
     torch.testing.assert_close(out["cand_weights"].sum(1), torch.ones(32))
     assert losses[-1] < 0.7 * losses[0]
     pred = predict_arrays(model, batch)

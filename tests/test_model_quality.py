@@ -52,10 +52,22 @@ def test_candidate_match_on_a_crafted_sine_and_eclipsing_binary():
     f = star_features(t, eb, n_candidates=6, harmonics=True)
     m = candidate_match(f.cand_days[None], np.array([period]))[0]
     assert abs(f.cand_days[0] / (period / 2) - 1) < 0.01  # the best peak: P/2 ...
-    c = f.cand_days
-    assert m[-2] == 1.0 and m[0] == 0.0  # ... so only the added 2x harmonic matches P
-    assert c[-1] == pytest.approx(4 * c[0], rel=0.06) and m[-1] == 0.0  # 4x: eclipses at P/4
+    # 6 peaks, then P/2 and 2P of the best, then the harmonic-sum search's period and 2x it
+    assert len(m) == 10 and m[7] == 1.0 and m[0] == 0.0  # ... so the added 2x matches P
+    assert m[9] == 1.0  # the search: eclipses alike, so its sum peaks at P/2; twice it is P
     assert candidate_match(f.cand_days[None], np.array([np.nan]))[0].sum() == 0  # no period
+
+    # narrow eclipses spread the power over many harmonics: the best peak is P/6, and
+    # only the harmonic-sum search finds P
+    period = 2.1
+    phase = (t / period) % 1.0
+    dist0, dist1 = np.minimum(phase, 1 - phase), np.abs(phase - 0.5)
+    eb = 1 - 0.3 * np.exp(-0.5 * (dist0 / 0.005) ** 2) - 0.15 * np.exp(-0.5 * (dist1 / 0.005) ** 2)
+    eb += np.random.default_rng(0).normal(0, 0.01, len(t))
+    f = star_features(t, eb)
+    m = candidate_match(f.cand_days[None], np.array([period]))[0]
+    assert f.cand_days[0] == pytest.approx(period / 6, rel=0.01)
+    np.testing.assert_array_equal(m, [0, 0, 0, 0, 0, 0, 0, 1])
 
 
 def test_candidate_match_tolerance_and_tensor_twin_agree():

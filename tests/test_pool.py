@@ -87,6 +87,13 @@ def test_dataset_reads_memory_mapped_rank_shards_and_bad_folders_name_the_path(t
         shards.open_dataset(root, other.data)
     with pytest.raises(shards.DatasetError, match=f"{tmp_path / 'none'} does not exist"):
         shards.open_dataset(tmp_path / "none")
+    assert "cand_stats" in info.keys  # the folds' statistics: a model input
+    man = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**man, "version": 1}))
+    with pytest.raises(shards.DatasetError, match=r"v1 dataset; this starray reads v2 .*make "
+                                                  r"it again with `starray generate"):
+        shards.open_dataset(root)
+    (root / "manifest.json").write_text(json.dumps(man))
     np.save(root / "shard-00001" / "lc.npy", np.zeros((3, 1, 1024), np.float32))
     with pytest.raises(shards.DatasetError, match=r"shard-00001/lc.npy has shape \(3, 1, 1024\)"):
         shards.open_dataset(root)

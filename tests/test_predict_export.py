@@ -63,7 +63,7 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
     for r in rows:
         # the periodogram's strongest peak is the true period; the attention picks from these
         assert abs(r["candidates_days"][0] / PERIOD - 1) < 0.01
-        assert len(r["candidates_days"]) == len(r["candidate_weights"]) == 7  # 4 + P/2, 2P, 4P
+        assert len(r["candidates_days"]) == len(r["candidate_weights"]) == 8  # 4 + 4 added
         assert sum(r["candidate_weights"]) == pytest.approx(1.0, abs=1e-4)
         assert [c for c, _ in r["top3"]][0] == r["class"] and len(r["top3"]) == 3
         if r["class"] in APERIODIC_CLASSES:  # no period: "-" in the table, null in JSON
@@ -73,7 +73,7 @@ def test_same_answer_from_every_format(tiny_ckpt, star_files, tmp_path):  # noqa
     with open(tmp_path / "p.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == 4 and table[0]["class"] == rows[0]["class"]
-    assert len(table[0]["candidates_days"].split(";")) == 7
+    assert len(table[0]["candidates_days"].split(";")) == 8
     saved = json.loads((tmp_path / "p.json").read_text())
     assert len(saved["predictions"]) == 4 and saved["failures"] == []
     pngs = sorted((tmp_path / "plots").glob("*.png"))

@@ -232,8 +232,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--no-plot", action="store_true", help="print only, write no PNG")
     i.add_argument("--candidates", type=int, default=4, metavar="N",
                    help="periodogram peaks used as candidate periods (default 4; the "
-                        "harmonics P/2, 2P and 4P of the best peak are added when the feature "
-                        "pipeline adds them); ignored with --model")
+                        "pipeline's 4 added candidates follow: P/2 and 2P of the best peak, "
+                        "the harmonic-sum search's period and twice it); ignored with --model")
     i.add_argument("--model", metavar="MODEL", default=None,
                    help="checkpoint or export whose candidate settings and training range "
                         "(data.min_days, max_days, points_per_day) to use")

@@ -24,8 +24,8 @@ from starray.data.seeds import batch_rng
 from starray.data.synth import N_CLASSES, SLOPES, SynthSpec, class_signals, synth_batch
 
 Batch = dict[str, np.ndarray]
-BATCH_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_days", "label", "p1", "p2",
-              "cand_match")
+BATCH_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_stats", "cand_days", "label", "p1",
+              "p2", "cand_match")
 MAX_REDRAWS = 20
 TEMPLATE_STARS = 32  # stars per cadence template: a batch of 64 holds two samplings
 
@@ -37,7 +37,8 @@ def spec_from(data_cfg: Any) -> SynthSpec:
 
 
 def to_batch(lc: np.ndarray, pgram: np.ndarray, folded: np.ndarray, cand_days: np.ndarray,
-             labels: np.ndarray, p1_days: np.ndarray, p2_days: np.ndarray) -> Batch:
+             cand_stats: np.ndarray, labels: np.ndarray, p1_days: np.ndarray,
+             p2_days: np.ndarray) -> Batch:
     """Arrays of model inputs and labels (periods in days) -> a Batch (float32/int64)."""
     cand = np.asarray(cand_days, dtype=np.float32)
     p1 = np.asarray(p1_days, dtype=np.float64)
@@ -46,6 +47,7 @@ def to_batch(lc: np.ndarray, pgram: np.ndarray, folded: np.ndarray, cand_days: n
         "pgram": np.asarray(pgram, dtype=np.float32)[:, None, :],
         "folded": np.asarray(folded, dtype=np.float32),
         "cand_logp": normalize_period(cand).astype(np.float32),
+        "cand_stats": np.asarray(cand_stats, dtype=np.float32),
         "cand_days": cand,
         "label": np.asarray(labels, dtype=np.int64),
         "p1": normalize_period(p1).astype(np.float32),
@@ -58,6 +60,7 @@ def features_to_batch(feats: list, labels: list[int], p1: list[float], p2: list[
     """Stack per-star features (:class:`StarFeatures`) and labels into a Batch."""
     return to_batch(np.stack([f.lc for f in feats]), np.stack([f.pgram for f in feats]),
                     np.stack([f.folded for f in feats]), np.stack([f.cand_days for f in feats]),
+                    np.stack([f.cand_stats for f in feats]),
                     np.asarray(labels), np.asarray(p1, dtype=np.float64),
                     np.asarray(p2, dtype=np.float64))
 
@@ -105,8 +108,9 @@ def make_batch(n: int, seed: int, epoch: int, index: int, spec: SynthSpec = Synt
     """``n`` stars seeded by (seed, space, epoch, index) -> (batch, number of redraws).
 
     ``space`` is a seed space of :mod:`starray.data.seeds` (train, fixed, validation,
-    benchmark); spaces never overlap. ``harmonics`` adds P/2, 2P and 4P of the best
-    peak after the ``n_candidates`` peaks (C = n_candidates + 3). ``clip_sigma`` removes
+    benchmark); spaces never overlap. ``harmonics`` adds P/2 and 2P of the best peak
+    and the harmonic-sum search's period and twice it after the ``n_candidates`` peaks
+    (C = n_candidates + 4). ``clip_sigma`` removes
     isolated spikes (off by default; a star that loses points leaves the shared template
     and is processed alone). ``timer`` collects per-stage seconds.
 
@@ -147,9 +151,9 @@ def _template_batch(labels: np.ndarray, rng: np.random.Generator, spec: SynthSpe
         except LightCurveError:
             continue  # too few points left: keep the unclipped star
         out["lc"][i], out["pgram"][i], out["folded"][i] = f.lc, f.pgram, f.folded
-        out["cand_days"][i] = f.cand_days
-    batch = to_batch(out["lc"], out["pgram"], out["folded"], out["cand_days"], sb.label,
-                     sb.primary, sb.secondary)
+        out["cand_days"][i], out["cand_stats"][i] = f.cand_days, f.cand_stats
+    batch = to_batch(out["lc"], out["pgram"], out["folded"], out["cand_days"],
+                     out["cand_stats"], sb.label, sb.primary, sb.secondary)
     return batch, redraws
 
 

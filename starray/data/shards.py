@@ -29,7 +29,7 @@ import numpy as np
 from starray.config import ConfigError
 
 FORMAT = "starray-shards"
-VERSION = 1
+VERSION = 2  # 2: cand_stats (the folds' statistics), 8 candidates
 SPACE = "fixed"
 # the data settings that decide what the stars are (checked against a training config)
 DATA_KEYS = ("min_days", "max_days", "points_per_day", "noise", "n_candidates", "harmonics")
@@ -159,6 +159,10 @@ def open_dataset(path: str | os.PathLike, data_cfg: Any | None = None,
         man = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"data.path: {mpath} is not valid JSON: {e}") from e
+    if man.get("format") == FORMAT and man.get("version") != VERSION:
+        raise DatasetError(f"data.path: {root} is a {FORMAT} v{man.get('version')} dataset; "
+                           f"this starray reads v{VERSION} (its model inputs changed): make "
+                           f"it again with `starray generate --format shards --out {root}`")
     if man.get("format") != FORMAT or man.get("version") != VERSION or not man.get("complete"):
         raise DatasetError(f"data.path: {mpath} is not a complete {FORMAT} v{VERSION} manifest")
     if data_cfg is not None:

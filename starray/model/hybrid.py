@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from starray.data.features import LOGP_HI, LOGP_LO
+from starray.data.features import FOLD_STATS, LOGP_HI, LOGP_LO
 from starray.data.synth import N_CLASSES
 
 PERIOD_HEADS = ("candidate", "regress")
@@ -60,7 +60,7 @@ class MultiBranchStarModelHybrid(nn.Module):
     def __init__(self, emb_dim: int, merged_dim: int, cnn_hidden: int, d_model: int,
                  n_heads: int, n_layers: int, dropout: float, stem_stride: int = 1,
                  n_classes: int = N_CLASSES, period_head: str = "regress",
-                 cand_context: bool = False) -> None:
+                 cand_context: bool = False, fold_stats: int = 0) -> None:
         super().__init__()
         if period_head not in PERIOD_HEADS:
             raise ValueError(f"period_head: {period_head!r} is not one of "
@@ -69,7 +69,13 @@ class MultiBranchStarModelHybrid(nn.Module):
         args = (cnn_hidden, d_model, n_heads, n_layers, dropout, emb_dim, stem_stride)
         self.lc_branch = Extractor(1, *args)
         self.pgram_branch = Extractor(1, *args)
-        self.cand_branch = Extractor(2, *args)
+        # a candidate's input channels: its fold, its log period and the first fold_stats of
+        # the fold's statistics (FOLD_STATS: phase dispersion, half-phase correlation),
+        # each scalar spread over the 200 phase bins
+        if not 0 <= fold_stats <= len(FOLD_STATS):
+            raise ValueError(f"fold_stats: {fold_stats} is not in 0..{len(FOLD_STATS)}")
+        self.fold_stats = fold_stats
+        self.cand_branch = Extractor(2 + fold_stats, *args)
         self.cand_score = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.Tanh(),
                                         nn.Linear(emb_dim, 1))
         # cand_context: candidates see each other and the two global branches before they are
@@ -80,7 +86,7 @@ class MultiBranchStarModelHybrid(nn.Module):
             heads = next(h for h in (4, 2, 1) if emb_dim % h == 0)
             self.cand_context = nn.TransformerEncoderLayer(emb_dim, heads, 2 * emb_dim, dropout,
                                                            batch_first=True)
-            # which slot a candidate fills: 0 = the strongest peak, ..., then P/2, 2P and 4P
+            # which slot a candidate fills: 0 = the strongest peak, ..., then the added ones
             self.cand_slot = nn.Embedding(MAX_SLOTS, emb_dim)
         self.fusion = nn.Sequential(
             nn.Linear(3 * emb_dim, merged_dim), nn.ReLU(), nn.Dropout(dropout),
@@ -91,8 +97,10 @@ class MultiBranchStarModelHybrid(nn.Module):
         self.p2_head = nn.Linear(merged_dim, 1)
 
     def forward(self, lc: torch.Tensor, pgram: torch.Tensor, folded: torch.Tensor,
-                cand_logp: torch.Tensor) -> dict[str, torch.Tensor]:
-        """lc (B,1,1024), pgram (B,1,512), folded (B,N,200), cand_logp (B,N).
+                cand_logp: torch.Tensor, cand_stats: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """lc (B,1,1024), pgram (B,1,512), folded (B,N,200), cand_logp (B,N), cand_stats
+        (B,N,2) (the folds' FOLD_STATS; needed with ``fold_stats`` > 0, else ignored).
 
         Returns ``logits`` (B, classes); ``p1`` and ``p2`` (B,), normalized log10 periods;
         ``cand_logits`` and ``cand_weights`` (B, N), the candidate scores and their softmax;
@@ -100,8 +108,17 @@ class MultiBranchStarModelHybrid(nn.Module):
         candidate head's correction of the chosen candidate (candidate head only).
         """
         b, n, length = folded.shape
-        cand_in = torch.stack([folded, cand_logp[..., None].expand(b, n, length)], dim=2)
-        cand_emb = self.cand_branch(cand_in.reshape(b * n, 2, length)).reshape(b, n, -1)
+        channels = [folded, cand_logp[..., None].expand(b, n, length)]
+        if self.fold_stats:
+            if cand_stats is None:
+                raise ValueError(f"cand_stats: this model was built with fold_stats="
+                                 f"{self.fold_stats} and needs the folds' statistics (batch "
+                                 "key cand_stats)")
+            stats = cand_stats[..., :self.fold_stats].to(folded.dtype)
+            channels += [stats[..., k, None].expand(b, n, length) for k in range(self.fold_stats)]
+        cand_in = torch.stack(channels, dim=2)
+        cand_emb = self.cand_branch(cand_in.reshape(b * n, len(channels), length)
+                                    ).reshape(b, n, -1)
         lc_emb, pg_emb = self.lc_branch(lc), self.pgram_branch(pgram)  # (B, emb)
         if self.cand_context is not None:
             slots = self.cand_slot(torch.arange(n, device=cand_emb.device).clamp(max=MAX_SLOTS - 1))

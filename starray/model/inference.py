@@ -10,7 +10,7 @@ from starray.data.dataset import Batch
 from starray.data.features import denormalize_period
 from starray.data.synth import CLASS_NAMES
 
-INPUT_KEYS = ("lc", "pgram", "folded", "cand_logp")
+INPUT_KEYS = ("lc", "pgram", "folded", "cand_logp", "cand_stats")
 # classes reported without a period (DESIGN section 2); the same set as starray.predict's:
 # long_term_trend counts as aperiodic (its class is the trend; 70% carry a texture sine)
 APERIODIC_CLASSES = frozenset({"burster", "dipper", "stochastic", "long_term_trend"})

@@ -35,7 +35,7 @@ def train_epoch(ddp_model: torch.nn.Module, batches: Any, optimizer: torch.optim
     for done, batch in enumerate(batches, 1):
         x = to_tensors(batch, device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
+            out = ddp_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"], x["cand_stats"])
             loss, parts = compute_loss(out, x, train_cfg)
         part_sums += torch.stack([parts["ce"], parts["period"], parts["cand"]])
         optimizer.zero_grad(set_to_none=True)
@@ -66,7 +66,7 @@ def validate(eval_model: torch.nn.Module, batches: Any, train_cfg: Any, device: 
         for batch in batches:
             x = to_tensors(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"])
+                out = eval_model(x["lc"], x["pgram"], x["folded"], x["cand_logp"], x["cand_stats"])
                 loss, _ = compute_loss(out, x, train_cfg)
             acc.add(out, x, batch["cand_days"], loss)
     vm = val_metrics(gather(acc.arrays(), world))
