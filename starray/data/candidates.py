@@ -14,7 +14,7 @@ Per star, in this order (C = N + 4 with ``harmonics``, N without):
    fundamental, or at twice it where primary and secondary eclipses look alike.
 
 Measured on the 500 eclipsing binaries of ``starray evaluate``'s benchmark: some candidate
-within 1% of the true period for 65.8% with the peaks, P/2, 2P and 4P (refined); 77.6% with
+within 1% of the true period for 65.8% with the peaks, P/2, 2P and 4P (refined); 78.4% with
 these slots (co-rotating stars: 86% to 95%; the other periodic classes unchanged). Most
 of the rest show fewer than two cycles. P/2 is right for almost no synthetic star; it
 stays as DESIGN asks (real light curves have more ways to put the peak at 2P).
