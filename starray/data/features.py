@@ -108,6 +108,11 @@ def fold_stats(time: np.ndarray, flux_z: np.ndarray, periods: np.ndarray,
     For either the network could learn the statistic from the 200 bin means, but a
     small model on a short budget does not (its wrong eclipsing-binary choices were
     P/2 with the half correlation of P higher in 32 of 33).
+
+    One weighted bincount per candidate slot (a loop over the C slots, each over all
+    stars, keeps the working set in cache) gives both sums and counts: the weights are
+    flux + K with K a power of two far above any partial sum, so a bin's total is
+    S + K n, n = round(total / K) (exact) and S = total - K n.
     """
     b, c = periods.shape
     m = len(time)
@@ -137,10 +142,10 @@ def fold_stats(time: np.ndarray, flux_z: np.ndarray, periods: np.ndarray,
     out = total / np.maximum(counts, 1.0)
     have = counts > 0
     explained = (total * out).sum(axis=1).reshape(b, c)  # sum_bins S^2 / n
-    ss = (flux_z.astype(np.float64) ** 2).sum(axis=1) - flux_z.sum(axis=1) ** 2 / m  # (B,)
+    sum_sq = (flux_z.astype(np.float64) ** 2).sum(axis=1)  # (B,)
+    ss = sum_sq - flux_z.sum(axis=1) ** 2 / m  # about the mean
     dof_within = np.maximum(m - have.sum(axis=1).reshape(b, c), 1)
-    mean_sq = (flux_z.sum(axis=1) ** 2 / m)[:, None]  # the grand mean's share of sum(y^2)
-    within = np.maximum((ss[:, None] + mean_sq) - explained, 0.0) / dof_within
+    within = np.maximum(sum_sq[:, None] - explained, 0.0) / dof_within
     theta = within / np.where(ss > 0, ss / max(m - 1, 1), 1.0)[:, None]
     if not have.all():
         _fill_circular(out, have)
